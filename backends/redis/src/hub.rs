@@ -1,0 +1,664 @@
+//! [`RedisHub`]: fan-out across nodes through Redis pub/sub.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use sse_core::{
+    Audience, ConnectionId, Event, Hub, HubError, HubStats, InMemoryHub, Principal, Subscription,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::RedisError;
+
+/// A [`Hub`] that spans every node connected to the same Redis.
+///
+/// Each node keeps its own connections in an [`InMemoryHub`] and
+/// subscribes to one Redis channel per user, session, group and topic it
+/// currently serves (reference counted: a thousand tabs of one user are one
+/// subscription), plus one channel for events to a single connection and
+/// one for events to everyone. Publishing is a Redis `PUBLISH` of the
+/// event's encoded bytes; every node that serves the audience delivers it
+/// through its local index.
+///
+/// # Channels
+///
+/// `<prefix><kind>:<key>`, with the kind (`u` user, `s` session, `g`
+/// group, `t` topic) at a fixed position, so no key — a topic name a user
+/// chose, say — can spell another audience's channel. Only exact
+/// `SUBSCRIBE`s are used, never patterns.
+///
+/// # When Redis goes away
+///
+/// Browser connections stay open. The node reconnects with exponential
+/// backoff (100 ms to 5 s by default), re-subscribes every channel it
+/// needs, and then tells every local subscription that events may have
+/// been missed ([`RecvError::Missed`](sse_core::RecvError::Missed)):
+/// `sse-tower` streams then replay from the store what was published during
+/// the outage, so nothing stored is lost and nothing is delivered twice.
+/// Publishing while Redis is down fails with [`HubError::Unavailable`]
+/// (the [`Notifier`](sse_core::Notifier) has stored the change by then; it
+/// is delivered by that catch-up). A node also notices a silently dead
+/// connection: it pings Redis every few seconds.
+///
+/// Cloning gives another handle to the same hub; the background task ends
+/// when the last handle is dropped.
+#[derive(Clone)]
+pub struct RedisHub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    local: InMemoryHub,
+    publisher: ConnectionManager,
+    channels: Arc<Channels>,
+    prefix: Arc<str>,
+    subscribe_timeout: Duration,
+    published: AtomicU64,
+    link: Arc<Link>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the listener task reports about its connection.
+#[derive(Default)]
+struct Link {
+    connected: AtomicBool,
+    reconnects: AtomicU64,
+}
+
+/// Redis channels this node needs, counted by local subscription. Commands
+/// are queued while holding the count lock, so Redis sees SUBSCRIBE and
+/// UNSUBSCRIBE of a channel in the order its count crossed zero.
+struct Channels {
+    counts: Mutex<HashMap<String, usize>>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+enum Command {
+    /// Subscribe to these (possibly none) and acknowledge: the ack also
+    /// means every earlier command is done.
+    Subscribe(Vec<String>, oneshot::Sender<()>),
+    Unsubscribe(Vec<String>),
+}
+
+/// Releases a subscription's channels when it drops.
+struct Lease {
+    channels: Arc<Channels>,
+    keys: Vec<String>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.channels.release(&self.keys);
+    }
+}
+
+impl Channels {
+    fn acquire(&self, keys: &[String]) -> oneshot::Receiver<()> {
+        let (ack, acked) = oneshot::channel();
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let new: Vec<String> = keys
+            .iter()
+            .filter(|key| {
+                let count = counts.entry((*key).clone()).or_insert(0);
+                *count += 1;
+                *count == 1
+            })
+            .cloned()
+            .collect();
+        // If the task is gone the hub is being dropped; the ack then fails.
+        let _ = self.commands.send(Command::Subscribe(new, ack));
+        acked
+    }
+
+    fn release(&self, keys: &[String]) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone: Vec<String> = keys
+            .iter()
+            .filter(|key| match counts.get_mut(*key) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => {
+                    counts.remove(*key);
+                    true
+                }
+                None => false,
+            })
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            let _ = self.commands.send(Command::Unsubscribe(gone));
+        }
+    }
+
+    fn snapshot(&self) -> Vec<String> {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Options for [`RedisHub`]; see [`RedisHub::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "call `connect` to start the hub"]
+pub struct RedisHubBuilder {
+    url: String,
+    prefix: String,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    timeout: Duration,
+    ping_every: Duration,
+}
+
+impl RedisHubBuilder {
+    /// Prefix of every channel (default `sse:`); apps sharing a Redis use
+    /// different prefixes.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Reconnection backoff bounds (default 100 ms to 5 s, doubling).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min;
+        self.max_backoff = max.max(min);
+        self
+    }
+
+    /// How long a publish or a subscription waits on Redis (default 2 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How often the subscriber connection is pinged to detect a dead link
+    /// (default 5 s).
+    pub fn ping_every(mut self, every: Duration) -> Self {
+        self.ping_every = every;
+        self
+    }
+
+    /// Connects (publisher and subscriber) and starts listening.
+    pub async fn connect(self) -> Result<RedisHub, RedisError> {
+        let client = redis::Client::open(self.url.as_str()).map_err(|source| RedisError::Url {
+            url: redact(&self.url),
+            source,
+        })?;
+        let connect_failed = |source| RedisError::Connect {
+            url: redact(&self.url),
+            source,
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(self.max_backoff);
+        let publisher = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(connect_failed)?;
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let channels = Arc::new(Channels {
+            counts: Mutex::new(HashMap::new()),
+            commands,
+        });
+        let prefix: Arc<str> = self.prefix.as_str().into();
+        let local = InMemoryHub::new();
+        let link = Arc::new(Link::default());
+        let (ready, ready_rx) = oneshot::channel();
+        let listener = Listener {
+            client,
+            local: local.clone(),
+            channels: channels.clone(),
+            prefix: prefix.clone(),
+            link: link.clone(),
+            min_backoff: self.min_backoff,
+            max_backoff: self.max_backoff,
+            timeout: self.timeout,
+            ping_every: self.ping_every,
+        };
+        let task = tokio::spawn(listener.run(receiver, ready));
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                task.abort();
+                return Err(connect_failed(source));
+            }
+            Err(_) => return Err(RedisError::Closed),
+        }
+        Ok(RedisHub {
+            inner: Arc::new(Inner {
+                local,
+                publisher,
+                channels,
+                prefix,
+                subscribe_timeout: self.timeout,
+                published: AtomicU64::new(0),
+                link,
+                task,
+            }),
+        })
+    }
+}
+
+impl RedisHub {
+    /// Connects to `redis://host:port` with default options.
+    pub async fn connect(url: &str) -> Result<Self, RedisError> {
+        Self::builder(url).connect().await
+    }
+
+    /// Options for connecting to `url`.
+    pub fn builder(url: impl Into<String>) -> RedisHubBuilder {
+        RedisHubBuilder {
+            url: url.into(),
+            prefix: "sse:".to_owned(),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            ping_every: Duration::from_secs(5),
+        }
+    }
+
+    /// Whether the subscriber connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.inner.link.connected.load(Ordering::SeqCst)
+    }
+
+    /// How many times the subscriber connection was re-established.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.link.reconnects.load(Ordering::SeqCst)
+    }
+
+    /// The local index (this node's connections).
+    pub fn local(&self) -> &InMemoryHub {
+        &self.inner.local
+    }
+
+    /// Redis channels this node is subscribed to for its connections
+    /// (besides the two shared ones). Zero when it serves no one.
+    pub fn channels(&self) -> usize {
+        self.inner
+            .channels
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// The channel for an audience, and whether the payload needs the
+/// connection id in front. `None` for an audience kind this hub does not
+/// know (never "everyone" by default).
+fn channel(prefix: &str, audience: &Audience) -> Option<(String, Option<ConnectionId>)> {
+    Some(match audience {
+        Audience::User(user) => (format!("{prefix}u:{user}"), None),
+        Audience::Session(session) => (format!("{prefix}s:{session}"), None),
+        Audience::Group(group) => (format!("{prefix}g:{group}"), None),
+        Audience::Topic(topic) => (format!("{prefix}t:{topic}"), None),
+        Audience::Connection(id) => (format!("{prefix}c"), Some(*id)),
+        Audience::Everyone => (format!("{prefix}a"), None),
+        _ => return None,
+    })
+}
+
+fn key_channel(prefix: &str, kind: char, key: &str) -> String {
+    format!("{prefix}{kind}:{key}")
+}
+
+/// The per-key channels a principal's connection needs.
+fn channels_of(prefix: &str, principal: &Principal) -> Vec<String> {
+    let mut keys = vec![key_channel(prefix, 'u', principal.user().as_str())];
+    keys.extend(
+        principal
+            .session()
+            .map(|s| key_channel(prefix, 's', s.as_str())),
+    );
+    keys.extend(
+        principal
+            .groups()
+            .iter()
+            .map(|g| key_channel(prefix, 'g', g.as_str())),
+    );
+    keys.extend(
+        principal
+            .topics()
+            .iter()
+            .map(|t| key_channel(prefix, 't', t.as_str())),
+    );
+    keys
+}
+
+/// The audience a message on `channel` is for, and the event's bytes.
+fn parse(prefix: &str, channel: &str, payload: &[u8]) -> Option<(Audience, Bytes)> {
+    let rest = channel.strip_prefix(prefix)?;
+    match rest {
+        "a" => return Some((Audience::Everyone, Bytes::copy_from_slice(payload))),
+        "c" => {
+            let newline = payload.iter().position(|b| *b == b'\n')?;
+            let id = std::str::from_utf8(&payload[..newline])
+                .ok()?
+                .parse()
+                .ok()?;
+            return Some((
+                Audience::Connection(ConnectionId(id)),
+                Bytes::copy_from_slice(&payload[newline + 1..]),
+            ));
+        }
+        _ => {}
+    }
+    let (kind, key) = rest.split_once(':')?;
+    let audience = match kind {
+        "u" => Audience::user(key),
+        "s" => Audience::session(key),
+        "g" => Audience::group(key),
+        "t" => Audience::topic(key),
+        _ => return None,
+    };
+    Some((audience, Bytes::copy_from_slice(payload)))
+}
+
+#[async_trait]
+impl Hub for RedisHub {
+    async fn subscribe(
+        &self,
+        principal: &Principal,
+        queue_capacity: usize,
+    ) -> Result<Subscription, HubError> {
+        let inner = &self.inner;
+        let subscription = inner.local.subscribe_now(principal, queue_capacity);
+        let keys = channels_of(&inner.prefix, principal);
+        let acked = inner.channels.acquire(&keys);
+        let subscription = subscription.with_guard(Lease {
+            channels: inner.channels.clone(),
+            keys,
+        });
+        // Once acknowledged, Redis delivers this channel to the node. While
+        // Redis is down the task acknowledges at once: the subscription is
+        // told it missed events when the link is back, and catches up.
+        match tokio::time::timeout(inner.subscribe_timeout, acked).await {
+            Ok(Ok(())) => Ok(subscription),
+            Ok(Err(_)) => Err(HubError::Rejected("the Redis hub is shutting down".into())),
+            Err(_) => {
+                tracing::warn!(
+                    "Redis did not confirm a subscription in time; it catches up on reconnect"
+                );
+                Ok(subscription)
+            }
+        }
+    }
+
+    async fn publish(&self, audience: &Audience, event: &Event) -> Result<(), HubError> {
+        let (channel, connection) = channel(&self.inner.prefix, audience).ok_or_else(|| {
+            HubError::Rejected(format!("the Redis hub cannot address {audience:?}"))
+        })?;
+        let frame = event.frame();
+        let payload: Vec<u8> = match connection {
+            Some(id) => {
+                let mut payload = format!("{id}\n").into_bytes();
+                payload.extend_from_slice(frame);
+                payload
+            }
+            None => frame.to_vec(),
+        };
+        let mut connection = self.inner.publisher.clone();
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async::<i64>(&mut connection)
+            .await
+            .map_err(|e| HubError::Unavailable(Box::new(e)))?;
+        self.inner.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn stats(&self) -> HubStats {
+        let mut stats = self.inner.local.stats();
+        stats.published = self.inner.published.load(Ordering::Relaxed);
+        stats
+    }
+}
+
+impl std::fmt::Debug for RedisHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHub")
+            .field("prefix", &self.inner.prefix)
+            .field("connected", &self.is_connected())
+            .field("channels", &self.channels())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The background task that owns the subscriber connection.
+struct Listener {
+    client: redis::Client,
+    local: InMemoryHub,
+    channels: Arc<Channels>,
+    prefix: Arc<str>,
+    link: Arc<Link>,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    timeout: Duration,
+    ping_every: Duration,
+}
+
+enum Ended {
+    /// The connection broke: reconnect.
+    Lost,
+    /// Every hub handle is gone: stop.
+    Closed,
+}
+
+impl Listener {
+    async fn run(
+        self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        ready: oneshot::Sender<Result<(), redis::RedisError>>,
+    ) {
+        let mut ready = Some(ready);
+        let mut backoff = self.min_backoff;
+        loop {
+            match self.connect().await {
+                Ok((sink, stream)) => {
+                    backoff = self.min_backoff;
+                    self.link.connected.store(true, Ordering::SeqCst);
+                    match ready.take() {
+                        Some(ready) => {
+                            let _ = ready.send(Ok(()));
+                        }
+                        None => {
+                            // Re-subscribed: whatever was published while the
+                            // link was down must come from the store.
+                            self.link.reconnects.fetch_add(1, Ordering::SeqCst);
+                            tracing::info!(
+                                "Redis hub reconnected; streams catch up from the store"
+                            );
+                            self.local.signal_missed_all();
+                        }
+                    }
+                    let ended = self.serve(sink, stream, &mut commands).await;
+                    self.link.connected.store(false, Ordering::SeqCst);
+                    if let Ended::Closed = ended {
+                        return;
+                    }
+                    tracing::warn!("Redis hub lost its subscriber connection; reconnecting");
+                }
+                Err(error) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(error));
+                        return;
+                    }
+                    tracing::warn!(%error, retry_in = ?backoff, "Redis hub cannot reconnect yet");
+                }
+            }
+            if let Ended::Closed = self.wait_offline(backoff, &mut commands).await {
+                return;
+            }
+            backoff = (backoff * 2).min(self.max_backoff);
+        }
+    }
+
+    async fn connect(&self) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
+        let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| {
+                redis::RedisError::from((redis::ErrorKind::Io, "connecting to Redis timed out"))
+            })??;
+        let (mut sink, stream) = pubsub.split();
+        let mut channels = self.channels.snapshot();
+        channels.push(format!("{}a", self.prefix));
+        channels.push(format!("{}c", self.prefix));
+        for chunk in channels.chunks(1_000) {
+            tokio::time::timeout(self.timeout, sink.subscribe(chunk))
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "subscribing timed out"))
+                })??;
+        }
+        Ok((sink, stream))
+    }
+
+    async fn serve(
+        &self,
+        mut sink: PubSubSink,
+        mut stream: PubSubStream,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Ended {
+        let mut ping = tokio::time::interval(self.ping_every);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => self.deliver(&message),
+                    None => return Ended::Lost,
+                },
+                command = commands.recv() => match command {
+                    Some(Command::Subscribe(channels, ack)) => {
+                        if !channels.is_empty() {
+                            match tokio::time::timeout(self.timeout, sink.subscribe(&channels)).await {
+                                Ok(Ok(())) => {}
+                                _ => {
+                                    // Acknowledge anyway: the reconnect
+                                    // re-subscribes and signals missed events.
+                                    let _ = ack.send(());
+                                    return Ended::Lost;
+                                }
+                            }
+                        }
+                        let _ = ack.send(());
+                    }
+                    Some(Command::Unsubscribe(channels)) => {
+                        if tokio::time::timeout(self.timeout, sink.unsubscribe(&channels)).await.is_err() {
+                            return Ended::Lost;
+                        }
+                    }
+                    None => return Ended::Closed,
+                },
+                _ = ping.tick() => {
+                    if !matches!(tokio::time::timeout(self.timeout, sink.ping::<String>()).await, Ok(Ok(_))) {
+                        return Ended::Lost;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps out the backoff, acknowledging subscriptions meanwhile (they
+    /// are re-subscribed, and told to catch up, on reconnect).
+    async fn wait_offline(
+        &self,
+        backoff: Duration,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Ended {
+        let sleep = tokio::time::sleep(backoff);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Ended::Lost,
+                command = commands.recv() => match command {
+                    Some(Command::Subscribe(_, ack)) => {
+                        let _ = ack.send(());
+                    }
+                    Some(Command::Unsubscribe(_)) => {}
+                    None => return Ended::Closed,
+                },
+            }
+        }
+    }
+
+    fn deliver(&self, message: &redis::Msg) {
+        let channel = message.get_channel_name();
+        let Some((audience, frame)) = parse(&self.prefix, channel, message.get_payload_bytes())
+        else {
+            tracing::warn!(channel, "ignoring a message on an unknown channel");
+            return;
+        };
+        let event = if frame.is_empty() {
+            Event::disconnect()
+        } else {
+            match Event::from_encoded(frame) {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::warn!(channel, %error, "ignoring a malformed message");
+                    return;
+                }
+            }
+        };
+        self.local.deliver(&audience, &event);
+    }
+}
+
+/// The URL without its password, for error messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_keep_kinds_apart_and_parse_back() {
+        let prefix = "sse:";
+        let user = channel(prefix, &Audience::user("alice")).unwrap().0;
+        let spoof = channel(prefix, &Audience::topic("u:alice")).unwrap().0;
+        assert_eq!(user, "sse:u:alice");
+        assert_eq!(spoof, "sse:t:u:alice");
+        assert_ne!(user, spoof);
+        assert_eq!(
+            parse(prefix, &spoof, b"x").unwrap().0,
+            Audience::topic("u:alice")
+        );
+        assert_eq!(
+            parse(prefix, "sse:c", b"42\ndata: x\n\n").unwrap(),
+            (
+                Audience::Connection(ConnectionId(42)),
+                Bytes::from_static(b"data: x\n\n")
+            )
+        );
+        assert_eq!(parse(prefix, "sse:a", b"").unwrap().0, Audience::Everyone);
+        assert!(parse(prefix, "other:u:x", b"").is_none());
+        assert!(parse(prefix, "sse:zz", b"").is_none());
+        assert!(parse(prefix, "sse:c", b"notanid\n").is_none());
+        assert_eq!(redact("redis://:pw@host:6379"), "redis://***@host:6379");
+    }
+}

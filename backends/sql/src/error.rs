@@ -1,0 +1,61 @@
+use sse_core::StoreError;
+
+/// Why a [`SqlStore`](crate::SqlStore) could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqlStoreError {
+    /// The URL's scheme is not one this build supports.
+    #[error(
+        "unsupported database URL {url:?}: use sqlite://PATH, sqlite::memory: or postgres://… (with the matching `sqlite` / `postgres` feature of sse-sqlx)"
+    )]
+    UnsupportedUrl {
+        /// The URL given (without its password).
+        url: String,
+    },
+    /// Connecting failed.
+    #[error(
+        "could not connect to {url}: {source}; check that the database is running and the URL is right"
+    )]
+    Connect {
+        /// The URL (without its password).
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// A migration failed; the database is left at the previous version.
+    #[error("applying migration {version} failed: {source}")]
+    Migrate {
+        /// The migration's version (0: the bookkeeping around them).
+        version: i64,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+}
+
+/// Maps a driver error: an unreachable database is `Unavailable` (callers
+/// retry; streams answer 503), anything else a `Backend` failure.
+pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(error)),
+        sqlx::Error::Database(ref db) if is_unavailable(db.code().as_deref()) => {
+            StoreError::Unavailable(Box::new(error))
+        }
+        other => StoreError::Backend(Box::new(other)),
+    }
+}
+
+/// SQLSTATE classes of a database that is shutting down or not accepting
+/// connections (PostgreSQL `57P0x`, `08xxx`), and SQLite's busy/locked codes.
+fn is_unavailable(code: Option<&str>) -> bool {
+    code.is_some_and(|code| {
+        code.starts_with("57P") || code.starts_with("08") || code == "5" || code == "6"
+    })
+}
+
+pub(crate) fn backend_error(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(error))
+}

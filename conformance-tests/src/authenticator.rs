@@ -1,0 +1,370 @@
+//! The [`SessionAuthenticator`] suite: run it against your authenticator
+//! from a `#[tokio::test]`.
+//!
+//! Give it requests that must authenticate (at least two users), and it
+//! checks that they do, that missing, wrong, tampered, oversized and
+//! non-UTF-8 credentials are rejected with `401` (never another user, never
+//! a panic), and that concurrent calls stay consistent.
+//!
+//! ```
+//! # #[tokio::main] async fn main() {
+//! use std::sync::Arc;
+//! use sse_conformance::authenticator::{self, ValidRequest};
+//! use sse_core::{CookieSessionAuthenticator, InMemorySessions, Principal};
+//!
+//! let sessions = InMemorySessions::new();
+//! let alice = sessions.create(Principal::new("alice"));
+//! let bob = sessions.create(Principal::new("bob"));
+//! let auth = Arc::new(CookieSessionAuthenticator::new("sid", sessions));
+//! authenticator::run(auth, vec![
+//!     ValidRequest::new("/events", "alice").header("cookie", format!("sid={alice}")),
+//!     ValidRequest::new("/events", "bob").header("cookie", format!("sid={bob}")),
+//! ]).await;
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use sse_core::{AuthRejection, Principal, SessionAuthenticator, UserId};
+
+use crate::report::{Report, ensure};
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request that must authenticate as `user`.
+#[derive(Debug, Clone)]
+pub struct ValidRequest {
+    uri: String,
+    headers: Vec<(String, Vec<u8>)>,
+    user: UserId,
+}
+
+impl ValidRequest {
+    /// A `GET` of `uri` (path and query, which may carry a token) that must
+    /// authenticate as `user`.
+    pub fn new(uri: impl Into<String>, user: impl Into<UserId>) -> Self {
+        Self {
+            uri: uri.into(),
+            headers: Vec::new(),
+            user: user.into(),
+        }
+    }
+
+    /// Adds a header (a cookie, an `Authorization`).
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+
+    fn parts(&self) -> Result<Parts, String> {
+        parts(&self.uri, &self.headers)
+    }
+
+    /// The same request with every credential value replaced by `f(value)`:
+    /// cookie values, the `Authorization` token and query values.
+    fn map_credentials(&self, f: &dyn Fn(&str) -> String) -> Self {
+        let headers = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let text = String::from_utf8_lossy(value);
+                let mapped = match name.to_ascii_lowercase().as_str() {
+                    "cookie" => text
+                        .split(';')
+                        .map(|pair| match pair.split_once('=') {
+                            Some((k, v)) => format!("{k}={}", f(v.trim())),
+                            None => pair.to_owned(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(";"),
+                    "authorization" => match text.split_once(' ') {
+                        Some((scheme, token)) => format!("{scheme} {}", f(token.trim())),
+                        None => f(&text),
+                    },
+                    _ => text.into_owned(),
+                };
+                (name.clone(), mapped.into_bytes())
+            })
+            .collect();
+        let uri = match self.uri.split_once('?') {
+            Some((path, query)) => {
+                let query = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((k, v)) => format!("{k}={}", percent_encode(&f(v))),
+                        None => pair.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("&");
+                format!("{path}?{query}")
+            }
+            None => self.uri.clone(),
+        };
+        Self {
+            uri,
+            headers,
+            user: self.user.clone(),
+        }
+    }
+
+    fn without_credentials(&self) -> Self {
+        Self {
+            uri: self.uri.split('?').next().unwrap_or("/").to_owned(),
+            headers: self
+                .headers
+                .iter()
+                .filter(|(n, _)| {
+                    !matches!(n.to_ascii_lowercase().as_str(), "cookie" | "authorization")
+                })
+                .cloned()
+                .collect(),
+            user: self.user.clone(),
+        }
+    }
+}
+
+/// Encodes everything but unreserved characters, so any junk value is a
+/// valid query value.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((at, _)) => format!("{}… ({} bytes)", &text[..at], text.len()),
+        None => text.to_owned(),
+    }
+}
+
+fn parts(uri: &str, headers: &[(String, Vec<u8>)]) -> Result<Parts, String> {
+    let mut builder = http::Request::get(uri);
+    for (name, value) in headers {
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    builder
+        .body(())
+        .map(|r| r.into_parts().0)
+        .map_err(|e| format!("the request to {} is not valid HTTP: {e}", shorten(uri)))
+}
+
+/// Runs every check and panics with the table if any failed.
+pub async fn run<A: SessionAuthenticator>(authenticator: Arc<A>, valid: Vec<ValidRequest>) {
+    check(authenticator, valid).await.assert_passed();
+}
+
+/// Runs every check and returns the report.
+pub async fn check<A: SessionAuthenticator>(
+    authenticator: Arc<A>,
+    valid: Vec<ValidRequest>,
+) -> Report {
+    let mut report = Report::default();
+    let requests = Arc::new(valid);
+    macro_rules! checks {
+        ($($name:ident),* $(,)?) => {$(
+            let (auth, valid) = (authenticator.clone(), requests.clone());
+            report.run(concat!("authenticator::", stringify!($name)), CHECK_TIMEOUT, || $name(auth, valid)).await;
+        )*};
+    }
+    checks!(
+        valid_credentials_yield_their_user,
+        missing_credentials_are_401,
+        wrong_credentials_are_401,
+        tampered_credentials_are_401,
+        oversized_credentials_are_401,
+        non_utf8_credentials_are_401,
+        concurrent_calls_stay_consistent,
+    );
+    report
+}
+
+/// Authenticates in a separate task so a panic is reported, not propagated.
+async fn authenticate<A: SessionAuthenticator>(
+    auth: &Arc<A>,
+    parts: Parts,
+) -> Result<Result<Principal, AuthRejection>, String> {
+    let auth = auth.clone();
+    tokio::spawn(async move { auth.authenticate(&parts).await })
+        .await
+        .map_err(|e| {
+            if e.is_panic() {
+                "the authenticator panicked".to_owned()
+            } else {
+                e.to_string()
+            }
+        })
+}
+
+async fn expect_401<A: SessionAuthenticator>(
+    auth: &Arc<A>,
+    request: &ValidRequest,
+    what: &str,
+) -> Result<(), String> {
+    match authenticate(auth, request.parts()?).await? {
+        Err(AuthRejection::Unauthenticated(_)) => Ok(()),
+        Err(other) => Err(format!(
+            "{what}: expected a 401 rejection, got {other:?} ({})",
+            other.status()
+        )),
+        Ok(principal) => Err(format!(
+            "{what}: authenticated as {:?}; must be rejected with 401",
+            principal.user()
+        )),
+    }
+}
+
+async fn valid_credentials_yield_their_user<A: SessionAuthenticator>(
+    auth: Arc<A>,
+    valid: Arc<Vec<ValidRequest>>,
+) -> Result<(), String> {
+    let users: std::collections::HashSet<_> = valid.iter().map(|v| v.user.clone()).collect();
+    ensure!(
+        users.len() >= 2,
+        "give valid requests for at least two users, so isolation can be checked"
+    );
+    for request in valid.iter() {
+        match authenticate(&auth, request.parts()?).await? {
+            Ok(principal) => ensure!(
+                principal.user() == &request.user,
+                "a request for {:?} authenticated as {:?}",
+                request.user,
+                principal.user()
+            ),
+            Err(rejection) => {
+                return Err(format!(
+                    "a valid request for {:?} was rejected: {rejection}",
+                    request.user
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn missing_credentials_are_401<A: SessionAuthenticator>(
+    auth: Arc<A>,
+    valid: Arc<Vec<ValidRequest>>,
+) -> Result<(), String> {
+    for request in valid.iter() {
+        expect_401(
+            &auth,
+            &request.without_credentials(),
+            "a request without cookie, Authorization or query",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn wrong_credentials_are_401<A: SessionAuthenticator>(
+    auth: Arc<A>,
+    valid: Arc<Vec<ValidRequest>>,
+) -> Result<(), String> {
+    for request in valid.iter() {
+        for junk in ["0", "not-a-session", "' OR 1=1 --", "%00", "Bearer"] {
+            let wrong = request.map_credentials(&|_| junk.to_owned());
+            expect_401(&auth, &wrong, &format!("credentials replaced by {junk:?}")).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn tampered_credentials_are_401<A: SessionAuthenticator>(
+    auth: Arc<A>,
+    valid: Arc<Vec<ValidRequest>>,
+) -> Result<(), String> {
+    for request in valid.iter() {
+        let flipped = request.map_credentials(&|value| {
+            let mut chars: Vec<char> = value.chars().collect();
+            if let Some(last) = chars.last_mut() {
+                *last = if *last == 'a' { 'b' } else { 'a' };
+            }
+            chars.into_iter().collect()
+        });
+        expect_401(
+            &auth,
+            &flipped,
+            "credentials with their last character changed",
+        )
+        .await?;
+        let extended = request.map_credentials(&|value| format!("{value}x"));
+        expect_401(&auth, &extended, "credentials with a character appended").await?;
+    }
+    Ok(())
+}
+
+async fn oversized_credentials_are_401<A: SessionAuthenticator>(
+    auth: Arc<A>,
+    valid: Arc<Vec<ValidRequest>>,
+) -> Result<(), String> {
+    let huge = "a".repeat(64 * 1024);
+    // URIs are capped below 64 KiB by HTTP libraries; 16 KiB is far beyond
+    // what servers accept for a query anyway.
+    let long = "a".repeat(16 * 1024);
+    for request in valid.iter() {
+        let in_query = request.uri.contains('?');
+        let oversized =
+            request.map_credentials(&|_| if in_query { long.clone() } else { huge.clone() });
+        expect_401(&auth, &oversized, "oversized (16-64 KiB) credentials").await?;
+    }
+    let bare = ValidRequest::new("/", "nobody")
+        .header("cookie", format!("sid={huge}"))
+        .header("authorization", format!("Bearer {huge}"));
+    expect_401(&auth, &bare, "a 64 KiB cookie and bearer token").await
+}
+
+async fn non_utf8_credentials_are_401<A: SessionAuthenticator>(
+    auth: Arc<A>,
+    _valid: Arc<Vec<ValidRequest>>,
+) -> Result<(), String> {
+    let request = ValidRequest::new("/", "nobody")
+        .header("cookie", b"sid=\xff\xfe\xfd".as_slice())
+        .header("authorization", b"Bearer \xc3\x28".as_slice());
+    expect_401(
+        &auth,
+        &request,
+        "non-UTF-8 cookie and Authorization headers",
+    )
+    .await
+}
+
+async fn concurrent_calls_stay_consistent<A: SessionAuthenticator>(
+    auth: Arc<A>,
+    valid: Arc<Vec<ValidRequest>>,
+) -> Result<(), String> {
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let request = valid[i % valid.len()].clone();
+        let auth = auth.clone();
+        tasks.push(tokio::spawn(async move {
+            let parts = request.parts()?;
+            match auth.authenticate(&parts).await {
+                Ok(p) if p.user() == &request.user => Ok(()),
+                Ok(p) => Err(format!(
+                    "under concurrency a request for {:?} authenticated as {:?}",
+                    request.user,
+                    p.user()
+                )),
+                Err(e) => Err(format!(
+                    "under concurrency a valid request for {:?} was rejected: {e}",
+                    request.user
+                )),
+            }
+        }));
+    }
+    for task in tasks {
+        task.await
+            .map_err(|e| format!("an authentication task failed: {e}"))??;
+    }
+    Ok(())
+}

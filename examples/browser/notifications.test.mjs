@@ -1,0 +1,190 @@
+// The notifications app in headless Chromium: two users in two browser
+// contexts, live delivery without polling, tabs in sync, a server restart
+// with replay, logout, and the polling fallback. Screenshots go to
+// target/browser-screenshots.
+//
+// Run with scripts/test, or: NOTIFICATIONS_BIN=target/debug/notifications
+// node --test examples/browser/notifications.test.mjs
+import {after, before, test} from 'node:test'
+import assert from 'node:assert/strict'
+import {spawn} from 'node:child_process'
+import {mkdirSync, mkdtempSync} from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import {fileURLToPath} from 'node:url'
+import {chromium} from 'playwright-core'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+const BIN = process.env.NOTIFICATIONS_BIN ?? path.join(root, 'target/debug/notifications')
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium'
+const SHOTS = process.env.SCREENSHOT_DIR ?? path.join(root, 'target/browser-screenshots')
+
+let browser
+let server
+let port
+const dataDir = mkdtempSync(path.join(os.tmpdir(), 'notifications-browser-'))
+const contexts = {}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const {port} = probe.address()
+      probe.close(() => resolve(port))
+    })
+    probe.on('error', reject)
+  })
+}
+
+// Starts the app on `port` with the default SQLite store in `dataDir`.
+function startServer(onPort) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, ['--addr', `127.0.0.1:${onPort}`, '--heartbeat-secs', '1'], {cwd: dataDir, stdio: ['ignore', 'pipe', 'inherit']})
+    const timer = setTimeout(() => reject(new Error('the app did not start within 10 s')), 10000)
+    child.stdout.on('data', (chunk) => {
+      if (String(chunk).includes('listening on')) {
+        clearTimeout(timer)
+        resolve(child)
+      }
+    })
+    child.on('exit', (code) => reject(new Error(`the app exited with ${code}`)))
+  })
+}
+
+function stopServer(child, signal = 'SIGKILL') {
+  return new Promise((resolve) => {
+    child.removeAllListeners('exit')
+    child.on('exit', () => resolve())
+    child.kill(signal)
+  })
+}
+
+const base = () => `http://127.0.0.1:${port}`
+
+async function shot(page, name) {
+  mkdirSync(SHOTS, {recursive: true})
+  await page.screenshot({path: path.join(SHOTS, `${name}.png`), fullPage: true})
+}
+
+async function logIn(page, user, query = '') {
+  await page.goto(`${base()}/${query}`)
+  await page.fill('#login-user', user)
+  await page.click('#login-form button[type=submit]')
+  await page.waitForSelector('#app-view:not([hidden])')
+}
+
+async function send(page, to, title) {
+  await page.fill('#send-form input[name=user]', to)
+  await page.fill('#send-form input[name=title]', title)
+  await page.click('#send-form button[type=submit]')
+  await page.waitForSelector(`#send-result:text("Sent to ${to}.")`)
+}
+
+const item = (title) => `#list li:has(.title:text-is("${title}"))`
+
+before(async () => {
+  port = await freePort()
+  server = await startServer(port)
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  })
+  for (const user of ['alice', 'bob']) {
+    contexts[user] = await browser.newContext()
+    contexts[user].page = await contexts[user].newPage()
+    await logIn(contexts[user].page, user)
+    await contexts[user].page.waitForSelector('#status[data-state="connected"]')
+  }
+})
+
+after(async () => {
+  await browser?.close()
+  if (server) await stopServer(server)
+})
+
+test('a notification sent by one user appears on the other page within 1 s, without polling', async () => {
+  const alice = contexts.alice.page
+  const bob = contexts.bob.page
+  const requests = []
+  alice.on('request', (request) => requests.push(`${request.method()} ${new URL(request.url()).pathname}`))
+  const sent = Date.now()
+  await send(bob, 'alice', 'Hello from bob')
+  await alice.waitForSelector(item('Hello from bob'), {timeout: 1000})
+  const elapsed = Date.now() - sent
+  assert.ok(elapsed < 1000, `appeared after ${elapsed} ms`)
+  assert.equal(await alice.textContent('#badge'), '1')
+  assert.deepEqual(requests, [], 'the page made requests instead of receiving the event on its stream')
+  await shot(alice, '1-alice-received')
+  await shot(bob, '1-bob-sent')
+})
+
+test('marking read in one tab updates the badge in another tab', async () => {
+  const first = contexts.alice.page
+  const second = await contexts.alice.newPage()
+  await second.goto(base())
+  await second.waitForSelector('#status[data-state="connected"]')
+  await second.waitForSelector(item('Hello from bob'))
+  assert.equal(await second.textContent('#badge'), '1')
+  await first.click(`${item('Hello from bob')} button.read`)
+  await second.waitForSelector('#badge[data-count="0"]', {timeout: 1000})
+  await second.waitForSelector(`${item('Hello from bob')}.read`)
+  await shot(second, '2-second-tab-in-sync')
+  await second.close()
+})
+
+test('after the server is killed and restarted the page reconnects and shows what was sent meanwhile', async () => {
+  const alice = contexts.alice.page
+  await stopServer(server, 'SIGKILL')
+  await alice.waitForSelector('#status:is([data-state="reconnecting"], [data-state="offline"])', {timeout: 5000})
+  await shot(alice, '3-reconnecting')
+
+  // While the page's server is down, another instance on the same database
+  // takes a notification for alice: only replay can bring it to the page.
+  const otherPort = await freePort()
+  const other = await startServer(otherPort)
+  const bobCookie = (await contexts.bob.cookies()).find((c) => c.name === 'sid')
+  const response = await fetch(`http://127.0.0.1:${otherPort}/api/notifications`, {
+    method: 'POST',
+    headers: {'content-type': 'application/json', cookie: `sid=${bobCookie.value}`},
+    body: JSON.stringify({user: 'alice', title: 'Sent while you were away'}),
+  })
+  assert.equal(response.status, 201)
+  await stopServer(other, 'SIGTERM')
+
+  server = await startServer(port)
+  await alice.waitForSelector(item('Sent while you were away'), {timeout: 15000})
+  await alice.waitForSelector('#status[data-state="connected"]')
+  assert.equal(await alice.textContent('#badge'), '1')
+  const metrics = await (await fetch(`${base()}/metrics`)).text()
+  assert.match(metrics, /sse_replayed_total [1-9]/, 'the notification was not replayed from the store')
+  await shot(alice, '3-after-restart')
+})
+
+test('logging out ends the stream of every tab of that session', async () => {
+  const first = contexts.alice.page
+  const second = await contexts.alice.newPage()
+  await second.goto(base())
+  await second.waitForSelector('#status[data-state="connected"]')
+  await first.click('#logout')
+  await first.waitForSelector('#login-view:not([hidden])')
+  // The other tab's stream is ended by the server; its reconnect gets 401.
+  await second.waitForSelector('#login-view:not([hidden])', {timeout: 10000})
+  await shot(second, '4-logged-out')
+  await second.close()
+})
+
+test('without EventSource the page falls back to polling', async () => {
+  const context = await browser.newContext()
+  await context.addInitScript(() => {
+    delete window.EventSource
+  })
+  const page = await context.newPage()
+  await logIn(page, 'carol', '?poll=500')
+  await page.waitForSelector('#status[data-state="polling"]')
+  await send(contexts.bob.page, 'carol', 'Polled in')
+  await page.waitForSelector(item('Polled in'), {timeout: 3000})
+  assert.equal(await page.textContent('#badge'), '1')
+  await shot(page, '5-polling')
+  await context.close()
+})

@@ -1,0 +1,284 @@
+//! Abuse against the real app: floods without credentials, too many
+//! streams per user, oversized and malformed heads and cookies, a 10 MiB
+//! body, a client that never reads, a client that writes on its stream.
+//! Each gets a clear status or a closed connection; a well-behaved client
+//! keeps receiving on time throughout; memory comes back afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sse_conformance::client::Request;
+use tokio::io::AsyncWriteExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_notifications");
+
+async fn login(authority: &str, user: &str) -> String {
+    support::login_json(authority, user).await
+}
+
+async fn status_of(authority: &str, request: Request) -> Result<u16, String> {
+    match request
+        .send_within(authority, Duration::from_secs(10))
+        .await
+    {
+        Ok(mut response) => {
+            let status = response.status();
+            if response.header("content-type") != Some("text/event-stream") {
+                let _ = response.read_to_end(Duration::from_secs(5)).await;
+            }
+            Ok(status)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_gets_clear_answers_while_a_good_client_stays_on_time() {
+    let (running, authority) = support::start(
+        BIN,
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--heartbeat-secs",
+            "1",
+            "--max-connections-per-user",
+            "8",
+        ],
+        &[],
+    );
+    let pid = running.0.id();
+    let alice = login(&authority, "alice").await;
+    let bob = login(&authority, "bob").await;
+    let mallory = login(&authority, "mallory").await;
+
+    // Warm up, then take the memory baseline.
+    for _ in 0..20 {
+        let stream = Request::get("/api/notifications/stream")
+            .header("cookie", &alice)
+            .send(&authority)
+            .await
+            .unwrap();
+        drop(stream);
+    }
+    support::wait_for_streams(&authority, 0).await;
+    let baseline = support::rss_kib(pid);
+
+    // The well-behaved client: a notification every 20 ms, timed to arrival.
+    let mut good = Request::get("/api/notifications/stream")
+        .header("cookie", &alice)
+        .send(&authority)
+        .await
+        .unwrap();
+    good.next_event(Duration::from_secs(2)).await.unwrap();
+    let abusing = Arc::new(AtomicBool::new(true));
+    let good_client = {
+        let (authority, bob, abusing) = (authority.clone(), bob.clone(), abusing.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0;
+            while abusing.load(Ordering::SeqCst) {
+                let sent = Instant::now();
+                let body = json!({"user": "alice", "title": format!("on time {i}")}).to_string();
+                let status = status_of(
+                    &authority,
+                    Request::new("POST", "/api/notifications")
+                        .header("cookie", &bob)
+                        .header("content-type", "application/json")
+                        .body(body),
+                )
+                .await;
+                assert_eq!(status, Ok(201));
+                let event = good
+                    .next_event(Duration::from_secs(5))
+                    .await
+                    .expect("the good client stopped receiving");
+                assert!(event.data.contains(&format!("on time {i}")));
+                latencies.push(sent.elapsed());
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (latencies, good)
+        })
+    };
+
+    // 10,000 connection attempts without credentials, 50 at a time.
+    let mut floods = Vec::new();
+    for worker in 0..50 {
+        let authority = authority.clone();
+        floods.push(tokio::spawn(async move {
+            let mut unauthorized = 0;
+            for i in 0..200 {
+                let request = if (worker + i) % 2 == 0 {
+                    Request::get("/api/notifications/stream")
+                } else {
+                    Request::get("/api/notifications/stream")
+                        .header("cookie", format!("sid=forged-{worker}-{i}"))
+                };
+                if status_of(&authority, request).await == Ok(401) {
+                    unauthorized += 1;
+                }
+            }
+            unauthorized
+        }));
+    }
+
+    // One user past the per-user limit.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let stream = Request::get("/api/notifications/stream")
+            .header("cookie", &mallory)
+            .send(&authority)
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        held.push(stream);
+    }
+    let over = Request::get("/api/notifications/stream")
+        .header("cookie", &mallory)
+        .send(&authority)
+        .await
+        .unwrap();
+    assert_eq!(over.status(), 429);
+    assert!(over.header("retry-after").is_some());
+
+    // Oversized and malformed heads and cookies: a status or a closed connection.
+    let huge_cookie = format!("sid={}", "x".repeat(512 * 1024));
+    let many_headers = (0..200).fold(Request::get("/api/notifications/stream"), |r, i| {
+        r.header(format!("x-h{i}"), "v")
+    });
+    let cases: Vec<(&str, Request, &[u16])> = vec![
+        (
+            "a 512 KiB cookie",
+            Request::get("/api/notifications/stream").header("cookie", &huge_cookie),
+            &[431, 400],
+        ),
+        ("200 headers", many_headers, &[431, 400]),
+        (
+            "a 64 KiB Last-Event-ID",
+            Request::get("/api/notifications/stream")
+                .header("cookie", &alice)
+                .header("last-event-id", "9".repeat(64 * 1024)),
+            &[200],
+        ),
+        (
+            "a non-UTF-8 cookie",
+            Request::get("/api/notifications/stream")
+                .header("cookie", b"sid=\xff\xfe\x00".as_slice()),
+            &[401, 400],
+        ),
+        (
+            "a cookie of semicolons",
+            Request::get("/api/notifications/stream").header("cookie", ";;;;=;=;"),
+            &[401],
+        ),
+        (
+            "a header without a value",
+            Request::get("/api/notifications/stream").header("cookie", ""),
+            &[401],
+        ),
+    ];
+    for (what, request, allowed) in cases {
+        match status_of(&authority, request).await {
+            Ok(status) => assert!(
+                allowed.contains(&status),
+                "{what}: got {status}, expected one of {allowed:?}"
+            ),
+            Err(closed) => assert!(
+                !allowed.contains(&200),
+                "{what}: connection closed ({closed}) where a stream was expected"
+            ),
+        }
+    }
+    // Not HTTP at all.
+    let mut raw = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    raw.write_all(b"\x16\x03\x01garbage\r\n\r\n").await.unwrap();
+    drop(raw);
+
+    // A 10 MiB body to the notify endpoint.
+    let body = format!(
+        r#"{{"user":"bob","title":"x","message":"{}"}}"#,
+        "y".repeat(10 * 1024 * 1024)
+    );
+    let status = status_of(
+        &authority,
+        Request::new("POST", "/api/notifications")
+            .header("cookie", &bob)
+            .header("content-type", "application/json")
+            .body(body),
+    )
+    .await;
+    assert_eq!(status, Ok(413));
+
+    // A client that never reads, while it is sent notifications.
+    let stalled = Request::get("/api/notifications/stream")
+        .header("cookie", &login(&authority, "stalled").await)
+        .send(&authority)
+        .await
+        .unwrap();
+    for i in 0..200 {
+        let body = json!({"user": "stalled", "title": format!("unread {i}"), "message": "z".repeat(1_900)}).to_string();
+        status_of(
+            &authority,
+            Request::new("POST", "/api/notifications")
+                .header("cookie", &bob)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+        .unwrap();
+    }
+
+    // A client that writes on its stream.
+    let mut writer = Request::get("/api/notifications/stream")
+        .header("cookie", &login(&authority, "writer").await)
+        .send(&authority)
+        .await
+        .unwrap();
+    writer.next_event(Duration::from_secs(2)).await.unwrap();
+    let junk = vec![b'j'; 1024 * 1024];
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), writer.socket_mut().write_all(&junk)).await;
+
+    let mut unauthorized = 0;
+    for flood in floods {
+        unauthorized += flood.await.unwrap();
+    }
+    assert_eq!(
+        unauthorized, 10_000,
+        "every unauthenticated attempt should get 401"
+    );
+
+    abusing.store(false, Ordering::SeqCst);
+    let (mut latencies, good) = good_client.await.unwrap();
+    latencies.sort_unstable();
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[latencies.len() * 99 / 100];
+    let max = *latencies.last().unwrap();
+    println!(
+        "good client during the abuse: {} notifications, p50 {p50:?}, p99 {p99:?}, max {max:?}",
+        latencies.len()
+    );
+    assert!(latencies.len() >= 20, "too few deliveries measured");
+    assert!(
+        p99 < Duration::from_millis(500),
+        "the good client's p99 was {p99:?} during the abuse"
+    );
+
+    // Afterwards: nothing left registered, memory back near the baseline.
+    drop((held, stalled, writer, good));
+    support::wait_for_streams(&authority, 0).await;
+    let peak_note = support::rss_kib(pid);
+    let after = support::rss_kib(pid);
+    println!("RSS: baseline {baseline} KiB, after {after} KiB (sampled {peak_note} KiB)");
+    assert!(
+        after < baseline + 32 * 1024,
+        "RSS grew from {baseline} KiB to {after} KiB and stayed"
+    );
+}

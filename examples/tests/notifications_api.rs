@@ -1,0 +1,705 @@
+//! The notifications app's HTTP interface, endpoint by endpoint, against
+//! the built binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sse_conformance::client::{Request, Response};
+
+const BIN: &str = env!("CARGO_BIN_EXE_notifications");
+const WAIT: Duration = Duration::from_secs(3);
+
+struct App {
+    _running: support::Running,
+    authority: String,
+}
+
+fn start(args: &[&str]) -> App {
+    let mut all = vec!["--addr", "127.0.0.1:0", "--heartbeat-secs", "0.2"];
+    all.extend_from_slice(args);
+    let (running, authority) = support::start(BIN, &all, &[]);
+    App {
+        _running: running,
+        authority,
+    }
+}
+
+fn memory_app() -> App {
+    start(&["--store", "memory"])
+}
+
+impl App {
+    async fn send(&self, request: Request) -> (u16, Response, Vec<u8>) {
+        let mut response = request.send(&self.authority).await.unwrap();
+        let status = response.status();
+        let body = if status == 200 && response.header("content-type") == Some("text/event-stream")
+        {
+            Vec::new()
+        } else {
+            response.read_to_end(WAIT).await.unwrap().to_vec()
+        };
+        (status, response, body)
+    }
+
+    async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = Request::new(method, path);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let (status, _, body) = self.send(request).await;
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+        };
+        (status, value)
+    }
+
+    async fn login(&self, user: &str) -> String {
+        let (status, response, _) = self
+            .send(
+                Request::new("POST", "/api/login")
+                    .header("content-type", "application/json")
+                    .body(json!({"user": user}).to_string()),
+            )
+            .await;
+        assert_eq!(status, 204);
+        response
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn notify(&self, cookie: &str, body: Value) -> (u16, Value) {
+        self.json("POST", "/api/notifications", Some(cookie), Some(body))
+            .await
+    }
+
+    async fn stream(&self, cookie: &str, last_event_id: Option<&str>) -> Response {
+        let mut request = Request::get("/api/notifications/stream").header("cookie", cookie);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let mut stream = request.send(&self.authority).await.unwrap();
+        assert_eq!(stream.status(), 200);
+        assert_eq!(
+            stream.next_event(WAIT).await.unwrap().event_type,
+            "connected"
+        );
+        stream
+    }
+}
+
+fn data(event: &sse_conformance::parser::ParsedEvent) -> Value {
+    serde_json::from_str(&event.data).unwrap()
+}
+
+#[tokio::test]
+async fn login_sets_a_session_cookie_and_validates_the_name() {
+    let app = memory_app();
+    let (status, response, _) = app
+        .send(
+            Request::new("POST", "/api/login")
+                .header("content-type", "application/json")
+                .body(r#"{"user":"alice"}"#),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let cookie = response.header("set-cookie").unwrap();
+    assert!(cookie.starts_with("sid="), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
+    }
+    for bad in ["", "Alice", "a b", "ä", &"x".repeat(65), "../etc"] {
+        let (status, body) = app
+            .json("POST", "/api/login", None, Some(json!({"user": bad})))
+            .await;
+        assert_eq!(
+            (status, &body["field"]),
+            (400, &json!("user")),
+            "{bad:?}: {body}"
+        );
+    }
+    let (status, body) = app
+        .json("POST", "/api/login", None, Some(json!({"name": "alice"})))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].is_string());
+    let (status, _, body) = app
+        .send(Request::new("POST", "/api/login").body(r#"{"user":"alice"}"#))
+        .await;
+    assert_eq!(status, 415, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = app
+        .send(
+            Request::new("POST", "/api/login")
+                .header("content-type", "application/json")
+                .body("{not json"),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(serde_json::from_slice::<Value>(&body).unwrap()["error"].is_string());
+}
+
+#[tokio::test]
+async fn every_endpoint_needs_a_session() {
+    let app = memory_app();
+    for (method, path) in [
+        ("GET", "/api/session"),
+        ("GET", "/api/notifications"),
+        ("GET", "/api/notifications/unread-count"),
+        ("POST", "/api/notifications/1/read"),
+        ("POST", "/api/notifications/read-all"),
+        ("DELETE", "/api/notifications/1"),
+        ("DELETE", "/api/notifications?read=true"),
+        ("POST", "/api/logout"),
+    ] {
+        let (status, body) = app.json(method, path, Some("sid=forged"), None).await;
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        assert!(body["error"].is_string(), "{method} {path}: {body}");
+    }
+    let (status, _) = app
+        .notify("sid=forged", json!({"user": "bob", "title": "x"}))
+        .await;
+    assert_eq!(status, 401);
+    let (status, _, _) = app.send(Request::get("/api/notifications/stream")).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn notifying_stores_returns_201_and_streams_the_created_event() {
+    let app = memory_app();
+    let alice = app.login("alice").await;
+    let bob = app.login("bob").await;
+    let mut bobs_stream = app.stream(&bob, None).await;
+    let (status, created) = app
+        .notify(
+            &alice,
+            json!({"user": "bob", "title": "Build finished", "message": "main is green\nall good", "kind": "ci", "actionUrl": "/builds/1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    for field in [
+        "id",
+        "user",
+        "title",
+        "message",
+        "kind",
+        "actionUrl",
+        "read",
+        "createdAt",
+    ] {
+        assert!(
+            created.get(field).is_some(),
+            "the notification lacks {field}: {created}"
+        );
+    }
+    assert_eq!(
+        (created["user"].as_str(), created["read"].as_bool()),
+        (Some("bob"), Some(false))
+    );
+
+    let event = bobs_stream.next_event(WAIT).await.unwrap();
+    assert_eq!(event.event_type, "notification");
+    assert!(!event.last_event_id.is_empty());
+    let payload = data(&event);
+    assert_eq!(payload["type"], "created");
+    assert_eq!(payload["notification"], created);
+    assert_eq!(payload["unreadCount"], 1);
+
+    let (status, count) = app
+        .json("GET", "/api/notifications/unread-count", Some(&bob), None)
+        .await;
+    assert_eq!((status, count), (200, json!({"count": 1})));
+    let (_, session) = app.json("GET", "/api/session", Some(&bob), None).await;
+    assert_eq!(session, json!({"user": "bob"}));
+}
+
+#[tokio::test]
+async fn invalid_notifications_get_400_naming_the_field() {
+    let app = memory_app();
+    let alice = app.login("alice").await;
+    let cases = [
+        (json!({"user": "bob"}), None),
+        (json!({"user": "Bob!", "title": "x"}), Some("user")),
+        (json!({"user": "bob", "title": ""}), Some("title")),
+        (
+            json!({"user": "bob", "title": "x".repeat(201)}),
+            Some("title"),
+        ),
+        (
+            json!({"user": "bob", "title": "x", "message": "m".repeat(2001)}),
+            Some("message"),
+        ),
+        (
+            json!({"user": "bob", "title": "x", "kind": ""}),
+            Some("kind"),
+        ),
+        (
+            json!({"user": "bob", "title": "x", "actionUrl": "javascript:alert(1)"}),
+            Some("actionUrl"),
+        ),
+        (
+            json!({"user": "bob", "title": "x", "actionUrl": "//evil.example"}),
+            Some("actionUrl"),
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = app.notify(&alice, body.clone()).await;
+        assert!(matches!(status, 400 | 422), "{body}: {status} {answer}");
+        assert!(answer["error"].is_string(), "{body}: {answer}");
+        if let Some(field) = field {
+            assert_eq!(
+                (status, answer["field"].as_str()),
+                (400, Some(field)),
+                "{body}: {answer}"
+            );
+        }
+    }
+    let (_, count) = app
+        .json(
+            "GET",
+            "/api/notifications/unread-count",
+            Some(&app.login("bob").await),
+            None,
+        )
+        .await;
+    assert_eq!(count["count"], 0, "an invalid notification was stored");
+}
+
+#[tokio::test]
+async fn listing_pages_newest_first() {
+    let app = memory_app();
+    let alice = app.login("alice").await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let (_, created) = app
+            .notify(&alice, json!({"user": "alice", "title": format!("n{i}")}))
+            .await;
+        ids.push(created["id"].as_u64().unwrap());
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut path = "/api/notifications?limit=10".to_owned();
+    loop {
+        let (status, page) = app.json("GET", &path, Some(&alice), None).await;
+        assert_eq!(status, 200);
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["id"].as_u64().unwrap()),
+        );
+        match page["nextBefore"].as_u64() {
+            Some(before) => path = format!("/api/notifications?limit=10&before={before}"),
+            None => {
+                assert!(page["nextBefore"].is_null());
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, ids);
+    let (status, answer) = app
+        .json("GET", "/api/notifications?limit=abc", Some(&alice), None)
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].is_string());
+}
+
+#[tokio::test]
+async fn read_and_delete_work_on_own_notifications_and_404_on_others() {
+    let app = memory_app();
+    let alice = app.login("alice").await;
+    let bob = app.login("bob").await;
+    let mut alices_stream = app.stream(&alice, None).await;
+    let notify = |title: &'static str| {
+        let (app, alice) = (&app, alice.clone());
+        async move {
+            app.notify(&alice, json!({"user": "alice", "title": title}))
+                .await
+                .1["id"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let (a, b, c) = (notify("a").await, notify("b").await, notify("c").await);
+    for _ in 0..3 {
+        alices_stream.next_event(WAIT).await.unwrap();
+    }
+
+    assert_eq!(
+        app.json(
+            "POST",
+            &format!("/api/notifications/{a}/read"),
+            Some(&bob),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        app.json(
+            "DELETE",
+            &format!("/api/notifications/{a}"),
+            Some(&bob),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        app.json("POST", "/api/notifications/999999/read", Some(&alice), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        app.json("POST", "/api/notifications/abc/read", Some(&alice), None)
+            .await
+            .0,
+        404
+    );
+
+    assert_eq!(
+        app.json(
+            "POST",
+            &format!("/api/notifications/{a}/read"),
+            Some(&alice),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    let read = data(&alices_stream.next_event(WAIT).await.unwrap());
+    assert_eq!(read, json!({"type": "read", "ids": [a], "unreadCount": 2}));
+
+    assert_eq!(
+        app.json("POST", "/api/notifications/read-all", Some(&alice), None)
+            .await
+            .0,
+        204
+    );
+    let all = data(&alices_stream.next_event(WAIT).await.unwrap());
+    assert_eq!(
+        all,
+        json!({"type": "read", "ids": [b, c], "unreadCount": 0})
+    );
+
+    assert_eq!(
+        app.json(
+            "DELETE",
+            &format!("/api/notifications/{c}"),
+            Some(&alice),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    let deleted = data(&alices_stream.next_event(WAIT).await.unwrap());
+    assert_eq!(
+        deleted,
+        json!({"type": "deleted", "ids": [c], "unreadCount": 0})
+    );
+
+    let (status, answer) = app
+        .json("DELETE", "/api/notifications", Some(&alice), None)
+        .await;
+    assert_eq!((status, answer["field"].as_str()), (400, Some("read")));
+    assert_eq!(
+        app.json("DELETE", "/api/notifications?read=true", Some(&alice), None)
+            .await
+            .0,
+        204
+    );
+    let bulk = data(&alices_stream.next_event(WAIT).await.unwrap());
+    assert_eq!(
+        bulk,
+        json!({"type": "deleted", "ids": [a, b], "unreadCount": 0})
+    );
+    let (_, page) = app
+        .json("GET", "/api/notifications", Some(&alice), None)
+        .await;
+    assert_eq!(page, json!({"items": [], "nextBefore": null}));
+}
+
+#[tokio::test]
+async fn logout_ends_that_sessions_streams_only() {
+    let app = memory_app();
+    let first = app.login("alice").await;
+    let second = app.login("alice").await;
+    let mut first_stream = app.stream(&first, None).await;
+    let mut second_stream = app.stream(&second, None).await;
+    let (status, response, _) = app
+        .send(Request::new("POST", "/api/logout").header("cookie", &first))
+        .await;
+    assert_eq!(status, 204);
+    assert!(response.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert!(
+        first_stream.wait_for_end(WAIT).await.unwrap(),
+        "the logged-out session's stream stayed open"
+    );
+    assert_eq!(
+        app.json("GET", "/api/session", Some(&first), None).await.0,
+        401
+    );
+    app.notify(&second, json!({"user": "alice", "title": "still here"}))
+        .await;
+    assert!(
+        second_stream
+            .next_event(WAIT)
+            .await
+            .unwrap()
+            .data
+            .contains("still here")
+    );
+}
+
+#[tokio::test]
+async fn a_junk_last_event_id_gets_a_reset() {
+    let app = memory_app();
+    let alice = app.login("alice").await;
+    let mut stream = app.stream(&alice, Some("not-an-id")).await;
+    let reset = stream.next_event(WAIT).await.unwrap();
+    assert_eq!(reset.event_type, "reset");
+}
+
+#[tokio::test]
+async fn cross_origin_writes_are_refused() {
+    let app = memory_app();
+    let alice = app.login("alice").await;
+    let request = Request::new("POST", "/api/notifications/read-all")
+        .header("cookie", &alice)
+        .header("origin", "https://evil.example");
+    let (status, _, body) = app.send(request).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let same = Request::new("POST", "/api/notifications/read-all")
+        .header("cookie", &alice)
+        .header("origin", format!("http://{}", app.authority));
+    assert_eq!(app.send(same).await.0, 204);
+}
+
+#[tokio::test]
+async fn a_huge_body_gets_413() {
+    let app = memory_app();
+    let alice = app.login("alice").await;
+    let body = format!(
+        r#"{{"user":"bob","title":"x","message":"{}"}}"#,
+        "y".repeat(10 * 1024 * 1024)
+    );
+    let (status, _, _) = app
+        .send(
+            Request::new("POST", "/api/notifications")
+                .header("cookie", &alice)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await;
+    assert_eq!(status, 413);
+}
+
+#[tokio::test]
+async fn metrics_healthz_and_the_page_are_served() {
+    let app = memory_app();
+    let alice = app.login("alice").await;
+    let _stream = app.stream(&alice, None).await;
+    let (status, response, body) = app.send(Request::get("/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(body).unwrap();
+    for metric in [
+        "sse_active_connections 1",
+        "sse_connects_total 1",
+        "sse_disconnects_total{cause=\"client_gone\"}",
+        "sse_published_total",
+        "sse_auth_failures_total",
+    ] {
+        assert!(text.contains(metric), "/metrics lacks {metric}:\n{text}");
+    }
+    assert_eq!(app.send(Request::get("/healthz")).await.2, b"ok\n");
+    let (status, response, page) = app.send(Request::get("/")).await;
+    assert_eq!(status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        String::from_utf8(page)
+            .unwrap()
+            .contains("<script src=\"/app.js\">")
+    );
+    let (status, response, _) = app.send(Request::get("/app.js")).await;
+    assert_eq!(
+        (status, response.header("content-type")),
+        (200, Some("text/javascript; charset=utf-8"))
+    );
+}
+
+#[test]
+fn help_documents_every_flag_and_bad_flags_exit_2() {
+    let help = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8(help.stdout).unwrap();
+    for flag in [
+        "--addr",
+        "SSE_ADDR",
+        "--heartbeat-secs",
+        "SSE_HEARTBEAT_SECS",
+        "--store",
+        "SSE_STORE",
+        "--hub",
+        "SSE_HUB",
+        "--max-connections-per-user",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+    let bad = std::process::Command::new(BIN)
+        .arg("--nope")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let bad = std::process::Command::new(BIN)
+        .args(["--heartbeat-secs", "-1"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn with_the_default_sqlite_store_notifications_and_sessions_survive_a_restart() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("notifications-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("notifications.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    // The default store is sqlite://notifications.db in the working directory.
+    let start_in_dir = || {
+        let (running, authority) = {
+            let mut child = std::process::Command::new(BIN)
+                .args(["--addr", "127.0.0.1:0", "--heartbeat-secs", "0.2"])
+                .current_dir(&dir)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+            assert!(line.contains("store sqlite://notifications.db"), "{line}");
+            let authority = line
+                .split("http://")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_owned();
+            (support::Running(child), authority)
+        };
+        App {
+            _running: running,
+            authority,
+        }
+    };
+
+    let app = start_in_dir();
+    let alice = app.login("alice").await;
+    for i in 0..3 {
+        app.notify(
+            &alice,
+            json!({"user": "alice", "title": format!("before restart {i}")}),
+        )
+        .await;
+    }
+    let mut stream = app.stream(&alice, None).await;
+    app.notify(&alice, json!({"user": "alice", "title": "seen live"}))
+        .await;
+    let seen = stream.next_event(WAIT).await.unwrap();
+    drop(stream);
+    drop(app); // SIGKILL: no graceful shutdown
+
+    let app = start_in_dir();
+    // The session survived too: same cookie, no new login.
+    let (status, page) = app
+        .json("GET", "/api/notifications", Some(&alice), None)
+        .await;
+    assert_eq!(
+        status, 200,
+        "the session did not survive the restart: {page}"
+    );
+    let titles: Vec<_> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "seen live",
+            "before restart 2",
+            "before restart 1",
+            "before restart 0"
+        ]
+    );
+    app.notify(&alice, json!({"user": "alice", "title": "after restart"}))
+        .await;
+    let mut resumed = app.stream(&alice, Some(&seen.last_event_id)).await;
+    let replayed = resumed.next_event(WAIT).await.unwrap();
+    assert_eq!(data(&replayed)["notification"]["title"], "after restart");
+}
+
+/// Two instances of the app sharing Redis (hub, store and sessions): log in
+/// on one, receive what is sent through the other.
+#[tokio::test]
+async fn two_instances_on_redis_serve_the_same_users() {
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let a = start(&["--store", &redis, "--hub", &redis]);
+    let b = start(&["--store", &redis, "--hub", &redis]);
+    let user = format!("multi-{}", std::process::id());
+    let on_a = a.login(&user).await;
+    let mut stream = a.stream(&on_a, None).await;
+    // The session made on A is valid on B.
+    let (status, created) = b
+        .notify(&on_a, json!({"user": user, "title": "through node b"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let event = stream.next_event(WAIT).await.unwrap();
+    assert_eq!(data(&event)["notification"]["title"], "through node b");
+    let (_, count) = b
+        .json("GET", "/api/notifications/unread-count", Some(&on_a), None)
+        .await;
+    assert!(count["count"].as_u64().unwrap() >= 1);
+}

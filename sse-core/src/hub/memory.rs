@@ -1,0 +1,328 @@
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use super::{Hub, HubError, HubStats, SendOutcome, Subscription, SubscriptionSender, channel};
+use crate::sharded::Sharded;
+use crate::{Audience, ConnectionId, Event, GroupId, Principal, SessionId, Topic, UserId};
+
+/// The default [`Hub`]: every connection of this process, indexed in memory.
+///
+/// Each subscription is indexed under its user, its session, each of its
+/// groups and topics, and its connection id, in maps split into 64
+/// independently locked shards. Publishing to a user, session, group, topic
+/// or connection looks up one key and touches only the matching queues; a
+/// publish to one user among 100,000 connections does not visit the other
+/// 99,999. [`Audience::Everyone`] visits every connection, one shard at a
+/// time. No lock is held across an await or while writing to a socket: a
+/// publish only pushes into bounded queues.
+///
+/// Cloning gives another handle to the same hub.
+///
+/// ```
+/// use sse_core::{Audience, Event, Hub, InMemoryHub, Principal};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let hub = InMemoryHub::new();
+/// let mut alice = hub.subscribe(&Principal::new("alice"), 64).await?;
+/// let mut bob = hub.subscribe(&Principal::new("bob"), 64).await?;
+/// hub.publish(&Audience::user("bob"), &Event::json(&"for bob")?).await?;
+/// assert!(bob.try_recv()?.is_some());
+/// assert!(alice.try_recv()?.is_none());
+/// drop((alice, bob));
+/// assert_eq!(hub.index_entries(), 0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct InMemoryHub {
+    index: Arc<Index>,
+}
+
+struct Index {
+    users: Sharded<UserId, Senders>,
+    sessions: Sharded<SessionId, Senders>,
+    groups: Sharded<GroupId, Senders>,
+    topics: Sharded<Topic, Senders>,
+    connections: Sharded<ConnectionId, SubscriptionSender>,
+    id_base: u64,
+    next_id: AtomicU64,
+    subscriptions: AtomicU64,
+    published: AtomicU64,
+    enqueued: AtomicU64,
+    lagged: AtomicU64,
+}
+
+/// Removes a subscription from every index when the subscription drops.
+struct Registration {
+    index: Arc<Index>,
+    principal: Principal,
+    id: ConnectionId,
+}
+
+impl Default for InMemoryHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryHub {
+    /// An empty hub.
+    ///
+    /// Connection ids start from a random base (the top 24 bits), so ids
+    /// from different processes rarely collide when they travel between
+    /// nodes.
+    pub fn new() -> Self {
+        let id_base = (RandomState::new().hash_one(std::process::id()) >> 40) << 40;
+        Self {
+            index: Arc::new(Index {
+                users: Sharded::new(),
+                sessions: Sharded::new(),
+                groups: Sharded::new(),
+                topics: Sharded::new(),
+                connections: Sharded::new(),
+                id_base,
+                next_id: AtomicU64::new(1),
+                subscriptions: AtomicU64::new(0),
+                published: AtomicU64::new(0),
+                enqueued: AtomicU64::new(0),
+                lagged: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Registers a subscription; the synchronous core of [`Hub::subscribe`].
+    pub fn subscribe_now(&self, principal: &Principal, queue_capacity: usize) -> Subscription {
+        let index = &self.index;
+        let id = ConnectionId(
+            index.id_base | (index.next_id.fetch_add(1, Ordering::Relaxed) & ((1 << 40) - 1)),
+        );
+        let registration = Registration {
+            index: index.clone(),
+            principal: principal.clone(),
+            id,
+        };
+        let (sender, subscription) = channel(id, queue_capacity, registration);
+        index.connections.write(&id).insert(id, sender.clone());
+        add(&index.users, principal.user(), &sender);
+        if let Some(session) = principal.session() {
+            add(&index.sessions, session, &sender);
+        }
+        for group in principal.groups() {
+            add(&index.groups, group, &sender);
+        }
+        for topic in principal.topics() {
+            add(&index.topics, topic, &sender);
+        }
+        index.subscriptions.fetch_add(1, Ordering::Relaxed);
+        subscription
+    }
+
+    /// Pushes `event` into every matching queue; the synchronous core of
+    /// [`Hub::publish`]. Returns how many queues accepted it.
+    ///
+    /// Hubs that receive events from elsewhere (a broker) use this to
+    /// deliver locally.
+    pub fn deliver(&self, audience: &Audience, event: &Event) -> usize {
+        let index = &self.index;
+        index.published.fetch_add(1, Ordering::Relaxed);
+        let mut tally = Tally::default();
+        match audience {
+            Audience::User(user) => send_all(&index.users, user, event, &mut tally),
+            Audience::Session(session) => send_all(&index.sessions, session, event, &mut tally),
+            Audience::Group(group) => send_all(&index.groups, group, event, &mut tally),
+            Audience::Topic(topic) => send_all(&index.topics, topic, event, &mut tally),
+            Audience::Connection(id) => {
+                if let Some(sender) = index.connections.read(id).get(id) {
+                    tally.record(sender.try_send(event));
+                }
+            }
+            Audience::Everyone => index.connections.for_each_shard(|shard| {
+                for sender in shard.values() {
+                    tally.record(sender.try_send(event));
+                }
+            }),
+        }
+        if tally.queued > 0 {
+            index
+                .enqueued
+                .fetch_add(tally.queued as u64, Ordering::Relaxed);
+        }
+        if tally.lagged > 0 {
+            index
+                .lagged
+                .fetch_add(tally.lagged as u64, Ordering::Relaxed);
+        }
+        tally.queued
+    }
+
+    /// Signals [`RecvError::Missed`](super::RecvError::Missed) to every
+    /// subscription, for hubs whose upstream was interrupted.
+    pub fn signal_missed_all(&self) {
+        self.index.connections.for_each_shard(|shard| {
+            for sender in shard.values() {
+                sender.signal_missed();
+            }
+        });
+    }
+
+    /// Subscriptions currently registered.
+    pub fn subscriptions(&self) -> usize {
+        self.index.connections.len()
+    }
+
+    /// Keys held across all indexes (users, sessions, groups, topics,
+    /// connections). Zero once every subscription is dropped: leak tests
+    /// assert on it.
+    pub fn index_entries(&self) -> usize {
+        let index = &self.index;
+        index.users.len()
+            + index.sessions.len()
+            + index.groups.len()
+            + index.topics.len()
+            + index.connections.len()
+    }
+}
+
+#[async_trait]
+impl Hub for InMemoryHub {
+    async fn subscribe(
+        &self,
+        principal: &Principal,
+        queue_capacity: usize,
+    ) -> Result<Subscription, HubError> {
+        Ok(self.subscribe_now(principal, queue_capacity))
+    }
+
+    async fn publish(&self, audience: &Audience, event: &Event) -> Result<(), HubError> {
+        self.deliver(audience, event);
+        Ok(())
+    }
+
+    fn stats(&self) -> HubStats {
+        let index = &self.index;
+        HubStats {
+            subscriptions: index.subscriptions.load(Ordering::Relaxed),
+            published: index.published.load(Ordering::Relaxed),
+            enqueued: index.enqueued.load(Ordering::Relaxed),
+            lagged: index.lagged.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::fmt::Debug for InMemoryHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryHub")
+            .field("subscriptions", &self.subscriptions())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let index = &self.index;
+        let id = self.id;
+        index.connections.write(&id).remove(&id);
+        remove(&index.users, self.principal.user(), id);
+        if let Some(session) = self.principal.session() {
+            remove(&index.sessions, session, id);
+        }
+        for group in self.principal.groups() {
+            remove(&index.groups, group, id);
+        }
+        for topic in self.principal.topics() {
+            remove(&index.topics, topic, id);
+        }
+        index.subscriptions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    queued: usize,
+    lagged: usize,
+}
+
+impl Tally {
+    fn record(&mut self, outcome: SendOutcome) {
+        match outcome {
+            SendOutcome::Queued => self.queued += 1,
+            SendOutcome::Lagged => self.lagged += 1,
+            SendOutcome::Closed => {}
+        }
+    }
+}
+
+/// The senders indexed under one key. Most users and sessions have a single
+/// connection, so one sender is held inline: at a million subscriptions a
+/// `Vec` per key would cost two allocations more per connection. `Many` is
+/// boxed to keep every map entry two words smaller.
+enum Senders {
+    One(SubscriptionSender),
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<SubscriptionSender>>),
+}
+
+impl Senders {
+    fn as_slice(&self) -> &[SubscriptionSender] {
+        match self {
+            Senders::One(sender) => std::slice::from_ref(sender),
+            Senders::Many(senders) => senders.as_slice(),
+        }
+    }
+
+    fn push(&mut self, sender: SubscriptionSender) {
+        *self = match std::mem::replace(self, Senders::Many(Box::default())) {
+            Senders::One(first) => Senders::Many(Box::new(vec![first, sender])),
+            Senders::Many(mut senders) => {
+                senders.push(sender);
+                Senders::Many(senders)
+            }
+        };
+    }
+
+    /// Removes the sender for `id`; true when none is left.
+    fn remove(&mut self, id: ConnectionId) -> bool {
+        match self {
+            Senders::One(sender) => sender.id() == id,
+            Senders::Many(senders) => {
+                if let Some(at) = senders.iter().position(|s| s.id() == id) {
+                    senders.swap_remove(at);
+                }
+                if senders.len() == 1 {
+                    if let Some(last) = senders.pop() {
+                        *self = Senders::One(last);
+                    }
+                    return false;
+                }
+                senders.is_empty()
+            }
+        }
+    }
+}
+
+fn add<K: Hash + Eq + Clone>(map: &Sharded<K, Senders>, key: &K, sender: &SubscriptionSender) {
+    let mut shard = map.write(key);
+    match shard.get_mut(key) {
+        Some(senders) => senders.push(sender.clone()),
+        None => {
+            shard.insert(key.clone(), Senders::One(sender.clone()));
+        }
+    }
+}
+
+fn remove<K: Hash + Eq>(map: &Sharded<K, Senders>, key: &K, id: ConnectionId) {
+    let mut shard = map.write(key);
+    if shard.get_mut(key).is_some_and(|senders| senders.remove(id)) {
+        shard.remove(key);
+    }
+}
+
+fn send_all<K: Hash + Eq>(map: &Sharded<K, Senders>, key: &K, event: &Event, tally: &mut Tally) {
+    if let Some(senders) = map.read(key).get(key) {
+        for sender in senders.as_slice() {
+            tally.record(sender.try_send(event));
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! The bounded queue between a hub and one connection.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use crate::{ConnectionId, Event};
+
+/// One connection's live feed from a [`Hub`](crate::Hub).
+///
+/// # Semantics
+///
+/// - **Bounded.** The queue holds at most the capacity given at subscribe
+///   time. Publishers never wait: when a publish finds the queue full, the
+///   subscription becomes *lagged*, its queued events are dropped, and the
+///   next receive returns [`RecvError::Lagged`]. After that the subscription
+///   is closed and receives return [`RecvError::Closed`]. A lagged
+///   connection catches up from the store on its next connect, so nothing
+///   is lost; it only stops holding memory for a reader that cannot keep up.
+/// - **Ordered.** Events from one publisher arrive in the order published.
+///   Events from concurrent publishers arrive in the order their publishes
+///   reached this queue.
+/// - **Missed.** A hub that loses its upstream (a Redis connection, say)
+///   reports [`RecvError::Missed`] once it is back: events published
+///   meanwhile may not have arrived, and the receiver should catch up from
+///   the store. `Missed` is not terminal; receiving continues.
+/// - **Unregister on drop.** Dropping the subscription removes it from the
+///   hub's indexes; nothing is left behind for a gone connection.
+///
+/// It is also a [`Stream`](futures_core::Stream) of `Result<Event, RecvError>`
+/// that ends after `Lagged` or `Closed`.
+///
+/// ```
+/// use sse_core::{Audience, Event, Hub, InMemoryHub, Principal};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let hub = InMemoryHub::new();
+/// let mut subscription = hub.subscribe(&Principal::new("alice"), 16).await?;
+/// hub.publish(&Audience::user("alice"), &Event::json(&"hi")?).await?;
+/// let event = subscription.recv().await?;
+/// assert_eq!(&event.frame()[..], b"data: \"hi\"\n\n");
+/// # Ok(()) }
+/// ```
+pub struct Subscription {
+    queue: Arc<Queue>,
+    terminated: bool,
+    // Declared after `queue`: dropped last, so the hub unregisters a queue
+    // this side has already closed.
+    _guard: Box<dyn Any + Send + Sync>,
+}
+
+/// Why [`Subscription::recv`] returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The queue overflowed because this receiver fell behind; the
+    /// subscription is closed. Reconnect and replay from the store.
+    #[error(
+        "the subscriber fell behind and its bounded queue overflowed; reconnect and replay from the store"
+    )]
+    Lagged,
+    /// Events may have been missed while the hub was disconnected from its
+    /// upstream; catch up from the store. Receiving continues afterwards.
+    #[error(
+        "the hub lost its upstream for a while; events may have been missed, catch up from the store"
+    )]
+    Missed,
+    /// The hub closed the subscription.
+    #[error("the hub closed the subscription")]
+    Closed,
+}
+
+/// The hub's side of a [`Subscription`]: pushes events into its queue.
+///
+/// Hub implementations keep these in their indexes. Cloning is cheap.
+#[derive(Clone)]
+pub struct SubscriptionSender {
+    queue: Arc<Queue>,
+}
+
+/// What [`SubscriptionSender::try_send`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The event is queued.
+    Queued,
+    /// The queue was full: the subscription is now lagged and closed, and
+    /// the event was not queued.
+    Lagged,
+    /// The subscription was already closed (or lagged); nothing was queued.
+    Closed,
+}
+
+struct Queue {
+    id: ConnectionId,
+    capacity: usize,
+    state: Mutex<State>,
+}
+
+struct State {
+    events: VecDeque<Event>,
+    waker: Option<Waker>,
+    status: Status,
+    missed: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Open,
+    Lagged,
+    Closed,
+}
+
+/// Creates a subscription and the sender a hub keeps to feed it.
+///
+/// `capacity` bounds the queue (at least 1). `guard` is dropped with the
+/// subscription: a hub gives a value whose `Drop` removes the sender from
+/// its indexes.
+///
+/// ```
+/// use sse_core::hub::{channel, SendOutcome};
+/// use sse_core::{ConnectionId, Event};
+///
+/// let (sender, subscription) = channel(ConnectionId(1), 1, ());
+/// let event = Event::comment("x");
+/// assert_eq!(sender.try_send(&event), SendOutcome::Queued);
+/// assert_eq!(sender.try_send(&event), SendOutcome::Lagged);
+/// drop(subscription);
+/// assert_eq!(sender.try_send(&event), SendOutcome::Closed);
+/// ```
+pub fn channel(
+    id: ConnectionId,
+    capacity: usize,
+    guard: impl Any + Send + Sync,
+) -> (SubscriptionSender, Subscription) {
+    let queue = Arc::new(Queue {
+        id,
+        capacity: capacity.max(1),
+        state: Mutex::new(State {
+            events: VecDeque::new(),
+            waker: None,
+            status: Status::Open,
+            missed: false,
+        }),
+    });
+    let sender = SubscriptionSender {
+        queue: queue.clone(),
+    };
+    let subscription = Subscription {
+        queue,
+        terminated: false,
+        _guard: Box::new(guard),
+    };
+    (sender, subscription)
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding this lock; recover rather than spread a poison.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SubscriptionSender {
+    /// The connection this sender feeds.
+    pub fn id(&self) -> ConnectionId {
+        self.queue.id
+    }
+
+    /// Queues `event` without waiting; see [`SendOutcome`].
+    pub fn try_send(&self, event: &Event) -> SendOutcome {
+        let mut state = self.queue.lock();
+        if state.status != Status::Open {
+            return SendOutcome::Closed;
+        }
+        let outcome = if state.events.len() >= self.queue.capacity {
+            state.status = Status::Lagged;
+            state.events = VecDeque::new();
+            SendOutcome::Lagged
+        } else {
+            state.events.push_back(event.clone());
+            SendOutcome::Queued
+        };
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        outcome
+    }
+
+    /// Tells the receiver that events may have been missed (see
+    /// [`RecvError::Missed`]).
+    pub fn signal_missed(&self) {
+        let mut state = self.queue.lock();
+        if state.status != Status::Open {
+            return;
+        }
+        state.missed = true;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Closes the subscription: the receiver gets its queued events, then
+    /// [`RecvError::Closed`].
+    pub fn close(&self) {
+        let mut state = self.queue.lock();
+        if state.status == Status::Open {
+            state.status = Status::Closed;
+        }
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether the subscription no longer accepts events.
+    pub fn is_closed(&self) -> bool {
+        self.queue.lock().status != Status::Open
+    }
+}
+
+impl fmt::Debug for SubscriptionSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionSender")
+            .field("id", &self.queue.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The connection id the hub assigned.
+    pub fn id(&self) -> ConnectionId {
+        self.queue.id
+    }
+
+    /// Adds `guard` to what is dropped with this subscription (after the
+    /// hub's own guard). Hubs built on another hub use it to release their
+    /// own resources, such as a broker subscription's reference count.
+    pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
+        let inner = std::mem::replace(&mut self._guard, Box::new(()));
+        self._guard = Box::new((inner, guard));
+        self
+    }
+
+    /// Receives the next event, waiting for one if the queue is empty.
+    pub async fn recv(&mut self) -> Result<Event, RecvError> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Takes the next event if one is queued, without waiting.
+    ///
+    /// Returns `Ok(None)` when the queue is empty and open.
+    pub fn try_recv(&mut self) -> Result<Option<Event>, RecvError> {
+        let mut state = self.queue.lock();
+        take(&mut state, &mut self.terminated)
+    }
+
+    /// Polls for the next event; the building block of [`Subscription::recv`].
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, RecvError>> {
+        let mut state = self.queue.lock();
+        match take(&mut state, &mut self.terminated) {
+            Ok(Some(event)) => Poll::Ready(Ok(event)),
+            Err(error) => Poll::Ready(Err(error)),
+            Ok(None) => {
+                match &state.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => state.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Takes what the receiver sees next, under the queue's lock.
+fn take(state: &mut State, terminated: &mut bool) -> Result<Option<Event>, RecvError> {
+    if state.missed {
+        state.missed = false;
+        return Err(RecvError::Missed);
+    }
+    match state.status {
+        Status::Lagged => {
+            state.status = Status::Closed;
+            *terminated = true;
+            Err(RecvError::Lagged)
+        }
+        Status::Open | Status::Closed => match state.events.pop_front() {
+            Some(event) => {
+                if state.events.is_empty() && state.events.capacity() > 32 {
+                    // A burst grew the buffer; give the memory back once drained.
+                    state.events = VecDeque::new();
+                }
+                Ok(Some(event))
+            }
+            None if state.status == Status::Closed => {
+                *terminated = true;
+                Err(RecvError::Closed)
+            }
+            None => Ok(None),
+        },
+    }
+}
+
+impl futures_core::Stream for Subscription {
+    type Item = Result<Event, RecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.terminated {
+            return Poll::Ready(None);
+        }
+        match this.poll_recv(cx) {
+            Poll::Ready(Err(RecvError::Closed)) => Poll::Ready(None),
+            other => other.map(Some),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut state = self.queue.lock();
+        state.status = Status::Closed;
+        state.events = VecDeque::new();
+        state.waker = None;
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.queue.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn event(n: u64) -> Event {
+        Event::builder()
+            .id(n.to_string())
+            .data("x")
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn overflow_lags_then_closes() {
+        let (tx, mut rx) = channel(ConnectionId(1), 2, ());
+        assert_eq!(tx.try_send(&event(1)), SendOutcome::Queued);
+        assert_eq!(tx.try_send(&event(2)), SendOutcome::Queued);
+        assert_eq!(tx.try_send(&event(3)), SendOutcome::Lagged);
+        assert_eq!(tx.try_send(&event(4)), SendOutcome::Closed);
+        assert!(tx.is_closed());
+        assert_eq!(rx.recv().await, Err(RecvError::Lagged));
+        assert_eq!(rx.recv().await, Err(RecvError::Closed));
+        assert!(rx.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn close_delivers_queued_events_first() {
+        let (tx, rx) = channel(ConnectionId(1), 8, ());
+        tx.try_send(&event(1));
+        tx.try_send(&event(2));
+        tx.close();
+        let got: Vec<_> = rx.collect().await;
+        let ids: Vec<_> = got
+            .into_iter()
+            .map(|r| r.unwrap().event_id().unwrap().get())
+            .collect();
+        assert_eq!(ids, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn missed_is_reported_once_and_receiving_continues() {
+        let (tx, mut rx) = channel(ConnectionId(1), 8, ());
+        tx.signal_missed();
+        tx.try_send(&event(5));
+        assert_eq!(rx.recv().await, Err(RecvError::Missed));
+        assert_eq!(rx.recv().await.unwrap().event_id().unwrap().get(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken() {
+        let (tx, mut rx) = channel(ConnectionId(1), 8, ());
+        let waiter = tokio::spawn(async move { rx.recv().await });
+        tokio::task::yield_now().await;
+        tx.try_send(&event(1));
+        assert!(waiter.await.unwrap().is_ok());
+    }
+
+    #[test]
+    fn dropping_the_guard_runs_with_the_subscription() {
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = channel(ConnectionId(1), 1, Flag(dropped.clone()));
+        drop(rx);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(tx.try_send(&event(1)), SendOutcome::Closed);
+    }
+}

@@ -1,0 +1,116 @@
+//! The facade stores first, then publishes; a stored change is never lost.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sse_core::{
+    Audience, Event, EventId, Hub, HubError, InMemoryHub, InMemoryStore, NewNotification,
+    NotificationStore, Notifier, NotifyError, Principal, Replay, Subscription,
+};
+
+struct DownHub;
+
+#[async_trait]
+impl Hub for DownHub {
+    async fn subscribe(&self, _: &Principal, _: usize) -> Result<Subscription, HubError> {
+        Err(HubError::Unavailable("down".into()))
+    }
+    async fn publish(&self, _: &Audience, _: &Event) -> Result<(), HubError> {
+        Err(HubError::Unavailable("down".into()))
+    }
+}
+
+#[tokio::test]
+async fn every_operation_publishes_its_change_to_the_user() {
+    let hub = InMemoryHub::new();
+    let store = InMemoryStore::new();
+    let notifier = Notifier::new(Arc::new(store.clone()), Arc::new(hub.clone()));
+    let mut tab = hub.subscribe(&Principal::new("bob"), 64).await.unwrap();
+    let mut other = hub.subscribe(&Principal::new("eve"), 64).await.unwrap();
+
+    let a = notifier
+        .notify(NewNotification::new("bob", "a"))
+        .await
+        .unwrap();
+    let b = notifier
+        .notify(NewNotification::new("bob", "b"))
+        .await
+        .unwrap();
+    assert!(notifier.mark_read(&"bob".into(), a.id).await.unwrap());
+    assert!(!notifier.mark_read(&"bob".into(), a.id).await.unwrap());
+    assert!(notifier.mark_all_read(&"bob".into()).await.unwrap());
+    assert!(notifier.delete_all_read(&"bob".into()).await.unwrap());
+    let c = notifier
+        .notify(NewNotification::new("bob", "c"))
+        .await
+        .unwrap();
+    notifier.delete(&"bob".into(), c.id).await.unwrap();
+    let _ = b;
+
+    let mut kinds = Vec::new();
+    while let Some(event) = tab.try_recv().unwrap() {
+        let text = String::from_utf8(event.frame().to_vec()).unwrap();
+        let json = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        kinds.push((
+            event.event_id().unwrap().get(),
+            value["type"].as_str().unwrap().to_owned(),
+            value["unreadCount"].as_u64().unwrap(),
+        ));
+    }
+    assert_eq!(
+        kinds,
+        [
+            (1, "created".into(), 1),
+            (2, "created".into(), 2),
+            (3, "read".into(), 1),
+            (4, "read".into(), 0),
+            (5, "deleted".into(), 0),
+            (6, "created".into(), 1),
+            (7, "deleted".into(), 0),
+        ]
+    );
+    assert!(
+        other.try_recv().unwrap().is_none(),
+        "eve received bob's changes"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_publish_still_leaves_the_change_stored() {
+    let store = InMemoryStore::new();
+    let notifier = Notifier::new(Arc::new(store.clone()), Arc::new(DownHub));
+    let error = notifier
+        .notify(NewNotification::new("bob", "hi"))
+        .await
+        .unwrap_err();
+    let NotifyError::Publish { change, .. } = &error else {
+        panic!("expected a publish error, got {error}");
+    };
+    assert!(
+        error
+            .to_string()
+            .contains("clients will receive it on replay")
+    );
+    let replay = store
+        .since(&Principal::new("bob"), EventId(0), 10)
+        .await
+        .unwrap();
+    assert_eq!(replay, Replay::Changes(vec![(**change).clone()]));
+}
+
+#[tokio::test]
+async fn invalid_input_is_neither_stored_nor_published() {
+    let hub = InMemoryHub::new();
+    let notifier = Notifier::new(Arc::new(InMemoryStore::new()), Arc::new(hub.clone()));
+    let mut tab = hub.subscribe(&Principal::new("bob"), 4).await.unwrap();
+    let error = notifier
+        .notify(NewNotification::new("bob", ""))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        NotifyError::Store(sse_core::StoreError::Invalid { field: "title", .. })
+    ));
+    assert!(tab.try_recv().unwrap().is_none());
+}

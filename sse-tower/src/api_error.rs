@@ -1,0 +1,142 @@
+//! [`ApiError`]: how handlers that notify or read the store answer a
+//! failure. Every adapter renders it the same way.
+
+use std::fmt;
+
+use http::StatusCode;
+use sse_core::{AuthRejection, NotifyError, StoreError};
+
+/// A failed API call as a status and a JSON body
+/// `{"error":"…","field":"…"}` (`field` only for invalid input).
+///
+/// ```
+/// use sse_core::StoreError;
+/// use sse_tower::ApiError;
+///
+/// let error = ApiError::from(StoreError::Invalid { field: "title", reason: "must not be empty".into() });
+/// assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
+/// assert_eq!(error.to_json(), r#"{"error":"invalid `title`: must not be empty","field":"title"}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl ApiError {
+    /// An error with any status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// A `400 Bad Request` about one input field.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field: Some(field),
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong, for the client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The offending input field, for `400`s.
+    pub fn field(&self) -> Option<&'static str> {
+        self.field
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> String {
+        let mut body = serde_json::json!({ "error": self.message });
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
+        body.to_string()
+    }
+
+    /// The error as a response with a JSON body.
+    pub fn to_response(&self) -> http::Response<String> {
+        let mut response = http::Response::new(self.to_json());
+        *response.status_mut() = self.status;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match &error {
+            StoreError::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, error.to_string()),
+            StoreError::Invalid { field, .. } => Self::invalid(field, error.to_string()),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(%error, "notification store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the notification store is unavailable; retry later",
+                )
+            }
+            _ => {
+                tracing::error!(%error, "notification store failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the notification store failed",
+                )
+            }
+        }
+    }
+}
+
+impl From<NotifyError> for ApiError {
+    fn from(error: NotifyError) -> Self {
+        match error {
+            NotifyError::Store(error) => error.into(),
+            NotifyError::Publish { change, source } => {
+                tracing::warn!(id = %change.id, %source, "stored but not delivered live");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "stored, but live delivery is unavailable; clients receive it when they reconnect",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "notifying failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "notifying failed")
+            }
+        }
+    }
+}
+
+impl From<AuthRejection> for ApiError {
+    fn from(rejection: AuthRejection) -> Self {
+        let message = match &rejection {
+            AuthRejection::Unavailable(_) => {
+                "authentication is unavailable; retry later".to_owned()
+            }
+            other => other.to_string(),
+        };
+        Self::new(rejection.status(), message)
+    }
+}
