@@ -5,8 +5,8 @@
 
 use divan::Bencher;
 use sse_core::{
-    Audience, Change, ChangeKind, Event, EventId, InMemoryHub, Notification, NotificationId,
-    Principal, Subscription, Timestamp, UserId,
+    Audience, Change, ChangeKind, Event, InMemoryHub, Notification, NotificationId, Principal,
+    Subscription, Timestamp,
 };
 
 fn main() {
@@ -34,14 +34,8 @@ mod encode {
                 .action_url("/builds/42"),
             Timestamp::from_millis(1_763_900_000_000),
         );
-        let change = Change::new(
-            EventId(7),
-            UserId::from("bob"),
-            ChangeKind::Created { notification },
-            3,
-            Timestamp::from_millis(0),
-        );
-        divan::black_box(&change).to_event().unwrap()
+        let kind = ChangeKind::Created { notification };
+        Change::encode(divan::black_box(&kind), 3).unwrap()
     }
 
     #[divan::bench]
@@ -86,5 +80,23 @@ fn publish_to_one_user_among(bencher: Bencher<'_, '_>, subscribers: usize) {
         next = (next * 7919 + 13) % subscribers;
         hub.deliver(&audiences[next], &event);
         subscriptions[next].try_recv().unwrap()
+    });
+}
+
+/// `Hub::presence` of one user among 100,000 subscriptions: the index
+/// lookup a per-request "is this user online?" costs on one node.
+#[divan::bench]
+fn presence_of_one_user_among_100_000(bencher: Bencher<'_, '_>) {
+    let hub = InMemoryHub::new();
+    let _subscriptions: Vec<Subscription> = (0..100_000)
+        .map(|i| hub.subscribe_now(&Principal::new(format!("u{}", i % 50_000)), 16))
+        .collect();
+    let audiences: Vec<Audience> = (0..50_000)
+        .map(|i| Audience::user(format!("u{i}")))
+        .collect();
+    let mut next = 0usize;
+    bencher.bench_local(|| {
+        next = (next * 7919 + 13) % audiences.len();
+        hub.local_presence(divan::black_box(&audiences[next]))
     });
 }

@@ -8,6 +8,41 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// A fresh, empty PostgreSQL database for benchmark `name` on the server of
+/// [`postgres_url`] (dropped and created again on each call), so that a
+/// run never depends on what an earlier one left in the shared database.
+///
+/// # Panics
+///
+/// When PostgreSQL is not reachable: benchmarks need it, they do not skip.
+#[allow(clippy::panic)]
+pub async fn fresh_postgres_url(name: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let admin = postgres_url();
+    let database = format!("sse_bench_{name}");
+    let result = async {
+        let pool = sqlx::AnyPool::connect(&admin).await?;
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+            format!("CREATE DATABASE {database}"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&pool)
+                .await?;
+        }
+        pool.close().await;
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        panic!("PostgreSQL at {admin} is required (start it, or set DATABASE_URL): {e}");
+    }
+    match admin.rfind('/') {
+        Some(slash) => format!("{}/{database}", &admin[..slash]),
+        None => panic!("DATABASE_URL has no database name: {admin}"),
+    }
+}
+
 /// A fresh SQLite file in the system temp directory.
 pub fn sqlite_url(name: &str) -> String {
     let path = std::env::temp_dir().join(format!("sse-bench-{name}-{}.db", std::process::id()));
@@ -34,4 +69,9 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// `REDIS_URL`, or the local Redis.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }

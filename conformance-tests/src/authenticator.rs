@@ -4,7 +4,9 @@
 //! Give it requests that must authenticate (at least two users), and it
 //! checks that they do, that missing, wrong, tampered, oversized and
 //! non-UTF-8 credentials are rejected with `401` (never another user, never
-//! a panic), and that concurrent calls stay consistent.
+//! a panic), and that concurrent calls stay consistent. Requests only you
+//! can make that must be refused (an expired token, one signed with another
+//! key, a revoked session) go to [`run_with`] as [`RefusedRequest`]s.
 //!
 //! ```
 //! # #[tokio::main] async fn main() {
@@ -13,8 +15,8 @@
 //! use sse_core::{CookieSessionAuthenticator, InMemorySessions, Principal};
 //!
 //! let sessions = InMemorySessions::new();
-//! let alice = sessions.create(Principal::new("alice"));
-//! let bob = sessions.create(Principal::new("bob"));
+//! let alice = sessions.create(Principal::new("alice")).unwrap();
+//! let bob = sessions.create(Principal::new("bob")).unwrap();
 //! let auth = Arc::new(CookieSessionAuthenticator::new("sid", sessions));
 //! authenticator::run(auth, vec![
 //!     ValidRequest::new("/events", "alice").header("cookie", format!("sid={alice}")),
@@ -158,9 +160,66 @@ fn parts(uri: &str, headers: &[(String, Vec<u8>)]) -> Result<Parts, String> {
         .map_err(|e| format!("the request to {} is not valid HTTP: {e}", shorten(uri)))
 }
 
+/// A request that must be refused, and with which status (`401` unless
+/// [`status`](Self::status) says otherwise): credentials only the adopter
+/// can make wrong in a way that matters, such as an expired token.
+///
+/// ```
+/// use sse_conformance::authenticator::RefusedRequest;
+/// let expired = RefusedRequest::new("/events", "an expired token")
+///     .header("authorization", "Bearer eyJ…");
+/// # let _ = expired;
+/// ```
+#[derive(Debug, Clone)]
+pub struct RefusedRequest {
+    uri: String,
+    headers: Vec<(String, Vec<u8>)>,
+    what: String,
+    status: http::StatusCode,
+}
+
+impl RefusedRequest {
+    /// A `GET` of `uri` that must be refused; `what` names it in failures.
+    pub fn new(uri: impl Into<String>, what: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            headers: Vec::new(),
+            what: what.into(),
+            status: http::StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// Adds a header (a cookie, an `Authorization`).
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// The status it must be refused with (`401` by default; `403` for
+    /// valid credentials that may not connect).
+    #[must_use]
+    pub fn status(mut self, status: http::StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+}
+
 /// Runs every check and panics with the table if any failed.
 pub async fn run<A: SessionAuthenticator>(authenticator: Arc<A>, valid: Vec<ValidRequest>) {
     check(authenticator, valid).await.assert_passed();
+}
+
+/// Runs every check, and checks that each of `refused` is refused with its
+/// status; panics with the table if any failed.
+pub async fn run_with<A: SessionAuthenticator>(
+    authenticator: Arc<A>,
+    valid: Vec<ValidRequest>,
+    refused: Vec<RefusedRequest>,
+) {
+    check_with(authenticator, valid, refused)
+        .await
+        .assert_passed();
 }
 
 /// Runs every check and returns the report.
@@ -168,7 +227,27 @@ pub async fn check<A: SessionAuthenticator>(
     authenticator: Arc<A>,
     valid: Vec<ValidRequest>,
 ) -> Report {
+    check_with(authenticator, valid, Vec::new()).await
+}
+
+/// Runs every check, and the refusal of each of `refused`, and returns
+/// the report.
+pub async fn check_with<A: SessionAuthenticator>(
+    authenticator: Arc<A>,
+    valid: Vec<ValidRequest>,
+    refused: Vec<RefusedRequest>,
+) -> Report {
     let mut report = Report::default();
+    if !refused.is_empty() {
+        let (auth, refused) = (authenticator.clone(), Arc::new(refused));
+        report
+            .run(
+                "authenticator::the_adopters_refused_requests_are_refused",
+                CHECK_TIMEOUT,
+                || the_adopters_refused_requests_are_refused(auth, refused),
+            )
+            .await;
+    }
     let requests = Arc::new(valid);
     macro_rules! checks {
         ($($name:ident),* $(,)?) => {$(
@@ -188,21 +267,30 @@ pub async fn check<A: SessionAuthenticator>(
     report
 }
 
-/// Authenticates in a separate task so a panic is reported, not propagated.
+/// Authenticates in a separate task so a panic is reported, not
+/// propagated. An expired principal counts as a `401`, as streams refuse it.
 async fn authenticate<A: SessionAuthenticator>(
     auth: &Arc<A>,
     parts: Parts,
 ) -> Result<Result<Principal, AuthRejection>, String> {
     let auth = auth.clone();
-    tokio::spawn(async move { auth.authenticate(&parts).await })
-        .await
-        .map_err(|e| {
-            if e.is_panic() {
-                "the authenticator panicked".to_owned()
+    tokio::spawn(async move {
+        auth.authenticate(&parts).await.and_then(|principal| {
+            if principal.is_expired() {
+                Err(AuthRejection::unauthenticated("credentials expired"))
             } else {
-                e.to_string()
+                Ok(principal)
             }
         })
+    })
+    .await
+    .map_err(|e| {
+        if e.is_panic() {
+            "the authenticator panicked".to_owned()
+        } else {
+            e.to_string()
+        }
+    })
 }
 
 async fn expect_401<A: SessionAuthenticator>(
@@ -221,6 +309,32 @@ async fn expect_401<A: SessionAuthenticator>(
             principal.user()
         )),
     }
+}
+
+async fn the_adopters_refused_requests_are_refused<A: SessionAuthenticator>(
+    auth: Arc<A>,
+    refused: Arc<Vec<RefusedRequest>>,
+) -> Result<(), String> {
+    for request in refused.iter() {
+        match authenticate(&auth, parts(&request.uri, &request.headers)?).await? {
+            Ok(principal) => {
+                return Err(format!(
+                    "{}: authenticated as {:?}; must be refused with {}",
+                    request.what,
+                    principal.user(),
+                    request.status
+                ));
+            }
+            Err(rejection) => ensure!(
+                rejection.status() == request.status,
+                "{}: refused with {} ({rejection}), expected {}",
+                request.what,
+                rejection.status(),
+                request.status
+            ),
+        }
+    }
+    Ok(())
 }
 
 async fn valid_credentials_yield_their_user<A: SessionAuthenticator>(

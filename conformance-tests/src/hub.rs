@@ -8,16 +8,27 @@
 //!
 //! Each check gets a fresh hub from the factory and uses user, group and
 //! topic names unique to the run, so hubs over a shared broker work too.
-//! The checks need `Hub::stats().subscriptions` to count registrations
-//! (that is how leaks are seen) and events from one publisher to arrive in
-//! the order published.
+//! The checks rely on what the [`Hub`] contract promises, among them
+//! `Hub::stats().subscriptions` counting registrations exactly (that is
+//! how leaks are seen), events from one publisher arriving in the order
+//! published, and [`Event::disconnect`] being delivered like any event.
+//!
+//! Hubs that span nodes also pass [`run_nodes`], whose factory makes a new
+//! node on the same broker each time it is called:
+//!
+//! ```no_run
+//! # async fn run() {
+//! // For a hub over a broker, e.g. sse-redis:
+//! // sse_conformance::hub::run_nodes(|| async { RedisHub::connect(url).await.unwrap() }).await;
+//! # }
+//! ```
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sse_core::{Audience, Event, Hub, Principal, RecvError, Subscription};
+use sse_core::{Audience, Event, EventLog, Hub, InMemoryLog, Principal, RecvError, Subscription};
 
 use crate::report::{Report, ensure, run_id};
 
@@ -62,6 +73,48 @@ where
         drop_unregisters,
         churn_leaves_no_registration,
         connection_ids_are_unique,
+        disconnect_is_delivered_like_an_event,
+        durable_events_arrive_in_position_order_without_gaps,
+        presence_counts_open_streams_per_audience,
+    );
+    report
+}
+
+/// Runs the multi-node checks against a hub spanning nodes and panics with
+/// the table if any failed. Each call of `make_node` must return a new node
+/// (its own local connections) on the same broker as the others.
+pub async fn run_nodes<H, F, Fut>(make_node: F)
+where
+    H: Hub,
+    F: Fn() -> Fut,
+    Fut: Future<Output = H>,
+{
+    check_nodes(make_node).await.assert_passed();
+}
+
+/// Runs the multi-node checks and returns the report.
+pub async fn check_nodes<H, F, Fut>(make_node: F) -> Report
+where
+    H: Hub,
+    F: Fn() -> Fut,
+    Fut: Future<Output = H>,
+{
+    let run = run_id();
+    let mut report = Report::default();
+    macro_rules! checks {
+        ($($name:ident),* $(,)?) => {$(
+            let nodes = [Arc::new(make_node().await), Arc::new(make_node().await), Arc::new(make_node().await)];
+            let ns = format!("{run}-{}", stringify!($name));
+            report.run(concat!("hub::nodes::", stringify!($name)), CHECK_TIMEOUT, || $name(nodes, ns)).await;
+        )*};
+    }
+    checks!(
+        every_audience_reaches_other_nodes,
+        connection_ids_are_unique_across_nodes,
+        a_connection_audience_reaches_only_that_connection,
+        disconnect_reaches_every_node,
+        durable_events_reach_every_node_in_position_order,
+        presence_spans_nodes,
     );
     report
 }
@@ -301,9 +354,9 @@ async fn one_publisher_order_is_kept<H: Hub>(hub: Shared<H>, ns: String) -> Resu
     }
     for i in 0..1_000u64 {
         let got = recv(&mut sub, "order").await?;
-        let id = got.event_id().map(|id| id.get());
+        let id = got.id().map(str::to_owned);
         ensure!(
-            id == Some(i),
+            id == Some(i.to_string()),
             "expected event {i} next, got {id:?}: events from one publisher were reordered or lost"
         );
     }
@@ -504,6 +557,423 @@ async fn wait_for_subscriptions<H: Hub>(hub: &H, want: u64) -> Result<(), String
         "expected {want} registered subscriptions after dropping them, Hub::stats() reports {}: dropped subscriptions are leaking",
         hub.stats().subscriptions
     ))
+}
+
+async fn disconnect_is_delivered_like_an_event<H: Hub>(
+    hub: Shared<H>,
+    ns: String,
+) -> Result<(), String> {
+    let leaving = Principal::new(user(&ns, "a")).with_session(user(&ns, "s1"));
+    let staying = Principal::new(user(&ns, "a")).with_session(user(&ns, "s2"));
+    let mut gone = subscribe(&*hub, &leaving, 8).await?;
+    let mut kept = subscribe(&*hub, &staying, 8).await?;
+    publish(
+        &*hub,
+        &Audience::session(user(&ns, "s1")),
+        &Event::disconnect(),
+    )
+    .await?;
+    let got = recv(&mut gone, "the logged-out session").await?;
+    ensure!(
+        got.is_disconnect(),
+        "the session received {got:?} instead of the disconnect event"
+    );
+    expect_nothing_before_marker(
+        &*hub,
+        &mut kept,
+        &Audience::session(user(&ns, "s2")),
+        "the other session",
+    )
+    .await
+}
+
+async fn presence_of<H: Hub>(hub: &H, audience: &Audience) -> Result<u64, String> {
+    hub.presence(audience)
+        .await
+        .map(|p| p.streams)
+        .map_err(|e| format!("presence of {audience:?} failed: {e}"))
+}
+
+async fn presence_counts_open_streams_per_audience<H: Hub>(
+    hub: Shared<H>,
+    ns: String,
+) -> Result<(), String> {
+    let tab = |session: &str| {
+        Principal::new(user(&ns, "alice"))
+            .with_session(user(&ns, session))
+            .with_groups([user(&ns, "org")])
+            .with_topics([user(&ns, "news")])
+    };
+    let alice = Audience::user(user(&ns, "alice"));
+    ensure!(
+        presence_of(&*hub, &alice).await? == 0,
+        "a user with no stream is counted online"
+    );
+    let one = subscribe(&*hub, &tab("s1"), 8).await?;
+    let two = subscribe(&*hub, &tab("s2"), 8).await?;
+    let bob = subscribe(&*hub, &Principal::new(user(&ns, "bob")), 8).await?;
+    for (audience, expected) in [
+        (alice.clone(), 2),
+        (Audience::session(user(&ns, "s1")), 1),
+        (Audience::group(user(&ns, "org")), 2),
+        (Audience::topic(user(&ns, "news")), 2),
+        (Audience::user(user(&ns, "bob")), 1),
+        (Audience::Connection(one.id()), 1),
+        (Audience::user(user(&ns, "nobody")), 0),
+    ] {
+        let got = presence_of(&*hub, &audience).await?;
+        ensure!(
+            got == expected,
+            "presence of {audience:?} is {got}, expected {expected}"
+        );
+    }
+    let everyone = presence_of(&*hub, &Audience::Everyone).await?;
+    ensure!(
+        everyone >= 3,
+        "presence of everyone is {everyone} with 3 streams open"
+    );
+    drop(one);
+    ensure!(
+        presence_of(&*hub, &alice).await? == 1,
+        "a dropped subscription is still counted"
+    );
+    drop((two, bob));
+    for audience in [alice, Audience::group(user(&ns, "org"))] {
+        let got = presence_of(&*hub, &audience).await?;
+        ensure!(
+            got == 0,
+            "presence of {audience:?} is {got} after every stream closed"
+        );
+    }
+    Ok(())
+}
+
+/// Waits up to 10 s for `audience`'s presence, asked of `node`, to be
+/// `expected`.
+async fn presence_becomes<H: Hub>(
+    node: &H,
+    audience: &Audience,
+    expected: u64,
+    what: &str,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = presence_of(node, audience).await?;
+        if got == expected {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "{what}: presence is {got} after 10 s, expected {expected}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn presence_spans_nodes<H: Hub>(nodes: Nodes<H>, ns: String) -> Result<(), String> {
+    let alice = Principal::new(user(&ns, "alice")).with_groups([user(&ns, "org")]);
+    let on_a = subscribe(&*nodes[0], &alice, 8).await?;
+    let on_b = subscribe(&*nodes[1], &alice, 8).await?;
+    let user_audience = Audience::user(user(&ns, "alice"));
+    let group = Audience::group(user(&ns, "org"));
+    for (i, node) in nodes.iter().enumerate() {
+        presence_becomes(
+            &**node,
+            &user_audience,
+            2,
+            &format!("node {i} counting alice's two streams on two nodes"),
+        )
+        .await?;
+        presence_becomes(
+            &**node,
+            &group,
+            2,
+            &format!("node {i} counting the org's streams"),
+        )
+        .await?;
+    }
+    drop(on_a);
+    presence_becomes(
+        &*nodes[2],
+        &user_audience,
+        1,
+        "node 2 after node 0's stream closed",
+    )
+    .await?;
+    drop(on_b);
+    presence_becomes(
+        &*nodes[2],
+        &user_audience,
+        0,
+        "node 2 after every stream closed",
+    )
+    .await
+}
+
+/// Appends one durable event per audience to `log`; returns them stored.
+async fn durable(log: &InMemoryLog, audiences: &[Audience]) -> Result<Vec<Event>, String> {
+    let items: Vec<(Audience, Event)> = audiences
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.clone(), event(&format!("durable-{i}"))))
+        .collect();
+    log.append(&items)
+        .await
+        .map_err(|e| format!("appending to the test log failed: {e}"))
+}
+
+/// Receives the next durable event, accepting a `Missed` signal in place
+/// of a position that was not delivered (the stream then catches up from
+/// its log); returns `None` for the signal.
+async fn recv_durable(sub: &mut Subscription, who: &str) -> Result<Option<Event>, String> {
+    match tokio::time::timeout(RECV_TIMEOUT, sub.recv()).await {
+        Ok(Ok(event)) => Ok(Some(event)),
+        Ok(Err(RecvError::Missed)) => Ok(None),
+        Ok(Err(error)) => Err(format!("{who}: receive failed: {error}")),
+        Err(_) => Err(format!("{who}: expected an event within {RECV_TIMEOUT:?}")),
+    }
+}
+
+async fn durable_events_arrive_in_position_order_without_gaps<H: Hub>(
+    hub: Shared<H>,
+    ns: String,
+) -> Result<(), String> {
+    let log = InMemoryLog::new();
+    hub.attach_log(Arc::new(log.clone()));
+    let p = Principal::new(user(&ns, "u")).with_groups([user(&ns, "g")]);
+    let mut sub = subscribe(&*hub, &p, 64).await?;
+    let user_audience = Audience::user(p.user().clone());
+    let group = Audience::group(user(&ns, "g"));
+    let events = durable(
+        &log,
+        &[user_audience.clone(), group.clone(), user_audience.clone()],
+    )
+    .await?;
+    // Three publishers finish in another order than they appended.
+    publish(&*hub, &user_audience, &events[2]).await?;
+    publish(&*hub, &user_audience, &events[0]).await?;
+    publish(&*hub, &group, &events[1]).await?;
+    for want in &events {
+        let got = recv(&mut sub, "the subscriber").await?;
+        ensure!(
+            got.cursor() == want.cursor(),
+            "received {:?} where position {:?} was due: durable events must arrive in log order",
+            got.cursor(),
+            want.cursor()
+        );
+    }
+    // A position whose publish never comes (its publisher crashed): the hub
+    // reads it from the attached log, or tells the subscription it missed
+    // events; it never delivers the next one as if nothing were missing.
+    let more = durable(&log, &[user_audience.clone(), user_audience.clone()]).await?;
+    publish(&*hub, &user_audience, &more[1]).await?;
+    match recv_durable(&mut sub, "the subscriber").await? {
+        Some(got) if got.cursor() == more[0].cursor() => {
+            let next = recv(&mut sub, "the subscriber").await?;
+            ensure!(
+                next.cursor() == more[1].cursor(),
+                "after the filled position came {:?}",
+                next.cursor()
+            );
+        }
+        None => {
+            let next = recv(&mut sub, "the subscriber").await?;
+            ensure!(
+                next.cursor() == more[1].cursor(),
+                "after the missed signal came {:?}",
+                next.cursor()
+            );
+        }
+        Some(other) => {
+            return Err(format!(
+                "position {:?} was delivered while {:?} below it never arrived and was not read from the log",
+                other.cursor(),
+                more[0].cursor()
+            ));
+        }
+    }
+    Ok(())
+}
+
+type Nodes<H> = [Arc<H>; 3];
+
+async fn durable_events_reach_every_node_in_position_order<H: Hub>(
+    nodes: Nodes<H>,
+    ns: String,
+) -> Result<(), String> {
+    let log = InMemoryLog::new();
+    for node in &nodes {
+        node.attach_log(Arc::new(log.clone()));
+    }
+    let u = Principal::new(user(&ns, "u"));
+    let g = Principal::new(user(&ns, "other")).with_groups([user(&ns, "g")]);
+    let mut on_b = subscribe(&*nodes[1], &u, 256).await?;
+    let mut on_c = subscribe(&*nodes[2], &g, 256).await?;
+    let audiences: Vec<Audience> = (0..60)
+        .map(|i| match i % 3 {
+            0 => Audience::user(u.user().clone()),
+            1 => Audience::group(user(&ns, "g")),
+            _ => Audience::Everyone,
+        })
+        .collect();
+    let events = durable(&log, &audiences).await?;
+    // Published from every node at once, each node in reverse order.
+    let mut publishers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let node = node.clone();
+        let mine: Vec<(Audience, Event)> = audiences
+            .iter()
+            .cloned()
+            .zip(events.iter().cloned())
+            .enumerate()
+            .filter(|(i, _)| i % 3 == n)
+            .map(|(_, item)| item)
+            .rev()
+            .collect();
+        publishers.push(tokio::spawn(async move {
+            for (audience, event) in mine {
+                publish(&*node, &audience, &event).await?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for publisher in publishers {
+        publisher
+            .await
+            .map_err(|e| format!("publisher panicked: {e}"))??;
+    }
+    for (sub, who, wanted) in [
+        (&mut on_b, "the user on node B", [0usize, 2]),
+        (&mut on_c, "the group member on node C", [1, 2]),
+    ] {
+        let expected: Vec<Option<sse_core::Cursor>> = events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| wanted.contains(&(i % 3)))
+            .map(|(_, e)| e.cursor())
+            .collect();
+        for want in expected {
+            let got = recv(sub, who).await?;
+            ensure!(
+                got.cursor() == want,
+                "{who} received {:?} where {want:?} was due: durable events must reach every node and arrive in log order",
+                got.cursor()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn every_audience_reaches_other_nodes<H: Hub>(
+    nodes: Nodes<H>,
+    ns: String,
+) -> Result<(), String> {
+    let p = Principal::new(user(&ns, "u"))
+        .with_session(user(&ns, "s"))
+        .with_groups([user(&ns, "g")])
+        .with_topics([user(&ns, "t")]);
+    let mut on_b = subscribe(&*nodes[1], &p, 64).await?;
+    let mut on_c = subscribe(&*nodes[2], &p, 64).await?;
+    let audiences = [
+        Audience::user(p.user().clone()),
+        Audience::session(user(&ns, "s")),
+        Audience::group(user(&ns, "g")),
+        Audience::topic(user(&ns, "t")),
+        Audience::Everyone,
+    ];
+    for audience in &audiences {
+        publish(&*nodes[0], audience, &event(&format!("{audience:?}"))).await?;
+        for (sub, who) in [(&mut on_b, "node B"), (&mut on_c, "node C")] {
+            let got = recv(sub, who).await?;
+            ensure!(
+                label(&got) == format!("{audience:?}"),
+                "{who} got {:?} for a publish to {audience:?} on node A",
+                label(&got)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn connection_ids_are_unique_across_nodes<H: Hub>(
+    nodes: Nodes<H>,
+    ns: String,
+) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    let mut subs = Vec::new();
+    for i in 0..300 {
+        let node = &nodes[i % 3];
+        let sub = subscribe(&**node, &Principal::new(user(&ns, "u")), 1).await?;
+        ensure!(
+            seen.insert(sub.id()),
+            "connection id {} was handed out twice across nodes",
+            sub.id()
+        );
+        subs.push(sub);
+    }
+    Ok(())
+}
+
+async fn a_connection_audience_reaches_only_that_connection<H: Hub>(
+    nodes: Nodes<H>,
+    ns: String,
+) -> Result<(), String> {
+    let p = Principal::new(user(&ns, "u"));
+    let mut subs = Vec::new();
+    for node in &nodes {
+        subs.push(subscribe(&**node, &p, 16).await?);
+        subs.push(subscribe(&**node, &p, 16).await?);
+    }
+    let target = subs[3].id();
+    publish(
+        &*nodes[0],
+        &Audience::Connection(target),
+        &event("just-you"),
+    )
+    .await?;
+    let got = recv(&mut subs[3], "the addressed connection").await?;
+    ensure!(
+        label(&got) == "just-you",
+        "the addressed connection got {:?}",
+        label(&got)
+    );
+    for (i, sub) in subs.iter_mut().enumerate() {
+        if i == 3 {
+            continue;
+        }
+        let id = sub.id();
+        publish(&*nodes[0], &Audience::Connection(id), &event("marker")).await?;
+        let got = recv(sub, &format!("connection {i}")).await?;
+        ensure!(
+            label(&got) == "marker",
+            "connection {i} ({id}) received {:?}, addressed to connection {target}",
+            label(&got)
+        );
+    }
+    Ok(())
+}
+
+async fn disconnect_reaches_every_node<H: Hub>(nodes: Nodes<H>, ns: String) -> Result<(), String> {
+    let p = Principal::new(user(&ns, "u")).with_session(user(&ns, "s"));
+    let mut subs = Vec::new();
+    for node in &nodes {
+        subs.push(subscribe(&**node, &p, 8).await?);
+    }
+    publish(
+        &*nodes[0],
+        &Audience::session(user(&ns, "s")),
+        &Event::disconnect(),
+    )
+    .await?;
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let got = recv(sub, &format!("the session's stream on node {i}")).await?;
+        ensure!(
+            got.is_disconnect(),
+            "node {i} delivered {got:?} instead of the disconnect event"
+        );
+    }
+    Ok(())
 }
 
 async fn connection_ids_are_unique<H: Hub>(hub: Shared<H>, ns: String) -> Result<(), String> {

@@ -1,28 +1,39 @@
-//! The [`NotificationStore`] suite: run it against your store from a
+//! The [`NotificationStore`] suite: run it against your inbox from a
 //! `#[tokio::test]`.
 //!
-//! The factory receives the [`Retention`] a check needs (most use
-//! [`Retention::unlimited`]; the history-gone checks ask for a small one)
-//! and returns a store honouring it.
+//! It checks the inbox (create, list, unread counts, read, delete, batches,
+//! isolation between users) and that every change goes through the event
+//! log the store writes to, in the order it was applied. The log itself has
+//! its own suite ([`crate::log`]).
+//!
+//! The factory returns the store and the log it writes through (one value
+//! for stores that are both, as the shipped ones are):
 //!
 //! ```
 //! # #[tokio::main] async fn main() {
 //! use sse_core::InMemoryStore;
-//! sse_conformance::store::run(|retention| async move { InMemoryStore::with_retention(retention) }).await;
+//! sse_conformance::store::run(|| async {
+//!     let store = InMemoryStore::new();
+//!     (store.clone(), store)
+//! })
+//! .await;
 //! # }
 //! ```
 //!
 //! Every check uses user names unique to the run, so stores over a shared
-//! database work without cleanup.
+//! database work without cleanup. Validation is checked for what no
+//! [`NotificationPolicy`](sse_core::NotificationPolicy) may allow (unsafe
+//! links, control characters), so stores with their own limits pass.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sse_core::log::Replay;
 use sse_core::{
-    Change, ChangeKind, EventId, NewNotification, NotificationId, NotificationStore, PageRequest,
-    Principal, Replay, Retention, StoreError, UserId,
+    Change, ChangeKind, Cursor, Event, EventLog, NewNotification, NotificationId,
+    NotificationStore, PageRequest, Principal, StoreError, UserId,
 };
 
 use crate::report::{Report, ensure, run_id};
@@ -33,38 +44,51 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 pub const CONCURRENT_WRITERS: usize = 8;
 
 /// Runs every check and panics with the table if any failed.
-pub async fn run<S, F, Fut>(make_store: F)
+pub async fn run<S, L, F, Fut>(make_store: F)
 where
     S: NotificationStore,
-    F: Fn(Retention) -> Fut,
-    Fut: Future<Output = S>,
+    L: EventLog,
+    F: Fn() -> Fut,
+    Fut: Future<Output = (S, L)>,
 {
     check(make_store).await.assert_passed();
 }
 
 /// Runs every check and returns the report.
-pub async fn check<S, F, Fut>(make_store: F) -> Report
+pub async fn check<S, L, F, Fut>(make_store: F) -> Report
 where
     S: NotificationStore,
-    F: Fn(Retention) -> Fut,
-    Fut: Future<Output = S>,
+    L: EventLog,
+    F: Fn() -> Fut,
+    Fut: Future<Output = (S, L)>,
 {
+    check_with(make_store, Options::default()).await
+}
+
+/// Runs every check with `options` (user ids of your store's shape) and
+/// returns the report.
+pub async fn check_with<S, L, F, Fut>(make_store: F, options: Options) -> Report
+where
+    S: NotificationStore,
+    L: EventLog,
+    F: Fn() -> Fut,
+    Fut: Future<Output = (S, L)>,
+{
+    let options = Arc::new(options);
     let run = run_id();
     let mut report = Report::default();
     macro_rules! checks {
-        ($($name:ident $(($retention:expr))?),* $(,)?) => {$(
-            #[allow(unused_mut, unused_assignments)]
-            let mut retention = Retention::unlimited();
-            $(retention = $retention;)?
-            let store = Arc::new(make_store(retention).await);
-            let ns = format!("{run}-{}", stringify!($name));
-            report.run(concat!("store::", stringify!($name)), CHECK_TIMEOUT, || $name(store, ns)).await;
+        ($($name:ident),* $(,)?) => {$(
+            let (store, log) = make_store().await;
+            let world = Arc::new(World { store, log });
+            let ns = Ns { prefix: format!("{run}-{}", stringify!($name)), options: options.clone() };
+            report.run(concat!("store::", stringify!($name)), CHECK_TIMEOUT, || $name(world, ns)).await;
         )*};
     }
     checks!(
         create_returns_the_stored_notification,
-        invalid_input_is_rejected_by_field,
-        ids_increase_per_recipient,
+        unsafe_input_is_rejected_by_field,
+        notification_ids_are_unique,
         list_pages_newest_first,
         unread_count_follows_every_operation,
         mark_read_records_a_change_once,
@@ -73,21 +97,96 @@ where
         delete_all_read_removes_only_read,
         other_users_ids_are_not_found,
         users_never_see_each_other,
-        since_returns_exactly_the_changes_after,
-        since_respects_the_limit,
-        since_an_id_from_another_history_is_gone,
-        last_event_id_is_the_newest,
-        history_older_than_retention_is_gone(Retention::unlimited().max_changes_per_user(5)),
-        concurrent_writers_keep_visible_order,
+        every_change_goes_through_the_log_in_order,
+        concurrent_writers_log_one_users_changes_in_order,
+        a_batch_is_stored_whole_or_not_at_all,
         change_events_encode,
     );
     report
 }
 
-type Shared<S> = Arc<S>;
+struct World<S, L> {
+    store: S,
+    log: L,
+}
 
-fn uid(ns: &str, name: &str) -> UserId {
-    UserId::from(format!("{ns}-{name}"))
+type Shared<S, L> = Arc<World<S, L>>;
+
+/// A check's namespace: user ids unique to the run, in the adopter's shape.
+#[derive(Clone)]
+struct Ns {
+    prefix: String,
+    options: Arc<Options>,
+}
+
+fn uid(ns: &Ns, name: &str) -> UserId {
+    (ns.options.user_id)(&format!("{}-{name}", ns.prefix))
+}
+
+type UserIdFn = dyn Fn(&str) -> UserId + Send + Sync;
+
+/// How the suite runs; see [`check_with`].
+#[derive(Clone)]
+pub struct Options {
+    user_id: Arc<UserIdFn>,
+}
+
+impl Default for Options {
+    /// User ids such as `"k3j9-mark_read-alice"`.
+    fn default() -> Self {
+        Self {
+            user_id: Arc::new(|label: &str| UserId::from(label)),
+        }
+    }
+}
+
+impl Options {
+    /// User ids made by `to_id` from a label unique to the run and the
+    /// user (`"k3j9-mark_read-alice"`). It must give the same id for the
+    /// same label and different ids for different labels; use it when your
+    /// store only accepts ids of its own shape.
+    pub fn user_ids<F>(to_id: F) -> Self
+    where
+        F: Fn(&str) -> UserId + Send + Sync + 'static,
+    {
+        Self {
+            user_id: Arc::new(to_id),
+        }
+    }
+
+    /// User ids that are decimal integers (as `BIGINT` user keys need),
+    /// one per label, counting from a random base so that runs over a
+    /// shared database do not meet.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use sse_core::InMemoryStore;
+    /// use sse_conformance::store::{self, Options};
+    /// let report = store::check_with(|| async {
+    ///     let store = InMemoryStore::new();
+    ///     (store.clone(), store)
+    /// }, Options::numeric_user_ids()).await;
+    /// report.assert_passed();
+    /// # }
+    /// ```
+    pub fn numeric_user_ids() -> Self {
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+
+        let base = u64::from(
+            run_id()
+                .bytes()
+                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))),
+        ) * 1_000_000;
+        let ids: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
+        Self::user_ids(move |label| {
+            let mut ids = ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let next = base + 1 + ids.len() as u64;
+            UserId::from(ids.entry(label.to_owned()).or_insert(next).to_string())
+        })
+    }
 }
 
 fn fail(what: &str) -> impl FnOnce(StoreError) -> String + '_ {
@@ -118,149 +217,40 @@ fn created_id(change: &Change) -> Result<NotificationId, String> {
     }
 }
 
-async fn since<S: NotificationStore>(
-    store: &S,
-    user: &UserId,
-    after: u64,
-    limit: usize,
-) -> Result<Replay, String> {
-    store
-        .since(&Principal::new(user.clone()), EventId(after), limit)
+/// `user`'s `notification` events in the log after `after`.
+async fn logged<L: EventLog>(log: &L, user: &UserId, after: Cursor) -> Result<Vec<Event>, String> {
+    match log
+        .since(&Principal::new(user.clone()), after, 100_000)
         .await
-        .map_err(fail("since"))
-}
-
-async fn changes_since<S: NotificationStore>(
-    store: &S,
-    user: &UserId,
-    after: u64,
-) -> Result<Vec<Change>, String> {
-    match since(store, user, after, 100_000).await? {
-        Replay::Changes(changes) => Ok(changes),
-        Replay::HistoryGone { latest } => Err(format!(
-            "since({after}) answered HistoryGone (latest {latest:?}) with unlimited retention"
+        .map_err(fail("since"))?
+    {
+        Replay::Events { events, .. } => Ok(events
+            .into_iter()
+            .filter(|e| {
+                crate::parser::events(e.frame())
+                    .first()
+                    .is_some_and(|parsed| parsed.event_type == sse_core::store::NOTIFICATION_EVENT)
+            })
+            .collect()),
+        Replay::HistoryGone { head } => Err(format!(
+            "the log answered HistoryGone (head {head}) for a replay from {after}"
         )),
     }
 }
 
-async fn create_returns_the_stored_notification<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
-) -> Result<(), String> {
-    let bob = uid(&ns, "bob");
-    let new = NewNotification::new(bob.clone(), "Build finished")
-        .message("line 1\nline 2 — ünïcødé")
-        .kind("ci")
-        .action_url("/builds/1");
-    let change = store.create(new.clone()).await.map_err(fail("create"))?;
-    let ChangeKind::Created { notification } = &change.kind else {
-        return Err(format!(
-            "create returned {:?}, expected a `created` change",
-            change.kind
-        ));
-    };
-    ensure!(
-        change.user == bob,
-        "the change is for {:?}, expected {bob:?}",
-        change.user
-    );
-    ensure!(
-        change.unread_count == 1,
-        "unread count in the change is {}, expected 1",
-        change.unread_count
-    );
-    ensure!(
-        notification.title == new.title
-            && notification.message == new.message
-            && notification.kind == new.kind
-            && notification.action_url == new.action_url
-            && notification.user == bob
-            && !notification.read,
-        "the stored notification {notification:?} does not match what was created ({new:?})"
-    );
-    let page = store
-        .list(&bob, PageRequest::first(10))
-        .await
-        .map_err(fail("list"))?;
-    ensure!(
-        page.items.len() == 1 && &page.items[0] == notification,
-        "list returned {:?}, expected exactly the created notification",
-        page.items
-    );
-    Ok(())
+async fn head<L: EventLog>(log: &L) -> Result<Cursor, String> {
+    log.head().await.map_err(fail("head"))
 }
 
-async fn invalid_input_is_rejected_by_field<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
+async fn list_pages_newest_first<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
 ) -> Result<(), String> {
-    let u = uid(&ns, "u");
-    let cases = [
-        (NewNotification::new(u.clone(), ""), "title"),
-        (NewNotification::new(u.clone(), "x".repeat(201)), "title"),
-        (
-            NewNotification::new(u.clone(), "t").message("x".repeat(2_001)),
-            "message",
-        ),
-        (NewNotification::new(u.clone(), "t").kind(""), "kind"),
-        (
-            NewNotification::new(u.clone(), "t").action_url("javascript:alert(1)"),
-            "actionUrl",
-        ),
-        (NewNotification::new("", "t"), "user"),
-    ];
-    for (new, field) in cases {
-        match store.create(new.clone()).await {
-            Err(StoreError::Invalid { field: got, .. }) if got == field => {}
-            other => {
-                return Err(format!(
-                    "create({new:?}) should fail with Invalid {{ field: {field:?} }}, got {other:?}"
-                ));
-            }
-        }
-    }
-    let count = store.unread_count(&u).await.map_err(fail("unread_count"))?;
-    ensure!(
-        count == 0,
-        "rejected creates changed the unread count to {count}"
-    );
-    Ok(())
-}
-
-async fn ids_increase_per_recipient<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
-) -> Result<(), String> {
-    let (a, b) = (uid(&ns, "a"), uid(&ns, "b"));
-    let mut last_a = 0;
-    let mut last_b = 0;
-    for i in 0..20 {
-        let ca = create(&*store, &a, &format!("a{i}")).await?;
-        ensure!(
-            ca.id.get() > last_a,
-            "change ids for a went from {last_a} to {}",
-            ca.id
-        );
-        last_a = ca.id.get();
-        let cb = create(&*store, &b, &format!("b{i}")).await?;
-        ensure!(
-            cb.id.get() > last_b,
-            "change ids for b went from {last_b} to {}",
-            cb.id
-        );
-        last_b = cb.id.get();
-    }
-    Ok(())
-}
-
-async fn list_pages_newest_first<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
-) -> Result<(), String> {
+    let store = &world.store;
     let u = uid(&ns, "pager");
     let mut ids = Vec::new();
     for i in 0..25 {
-        ids.push(created_id(&create(&*store, &u, &format!("n{i}")).await?)?);
+        ids.push(created_id(&create(store, &u, &format!("n{i}")).await?)?);
     }
     ids.reverse();
     let mut listed = Vec::new();
@@ -292,113 +282,15 @@ async fn list_pages_newest_first<S: NotificationStore>(
     Ok(())
 }
 
-async fn unread_count_follows_every_operation<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
+async fn mark_all_read_records_one_change<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
 ) -> Result<(), String> {
-    let u = uid(&ns, "counter");
-    let count = |store: Shared<S>, u: UserId| async move {
-        store.unread_count(&u).await.map_err(fail("unread_count"))
-    };
-    ensure!(
-        count(store.clone(), u.clone()).await? == 0,
-        "a user with no notifications must have 0 unread"
-    );
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        let c = create(&*store, &u, &format!("n{i}")).await?;
-        ensure!(
-            c.unread_count == i + 1,
-            "after {} creates the change says {} unread",
-            i + 1,
-            c.unread_count
-        );
-        ids.push(created_id(&c)?);
-    }
-    store
-        .mark_read(&u, ids[0])
-        .await
-        .map_err(fail("mark_read"))?;
-    ensure!(
-        count(store.clone(), u.clone()).await? == 3,
-        "after one mark_read expected 3 unread"
-    );
-    store.delete(&u, ids[1]).await.map_err(fail("delete"))?;
-    ensure!(
-        count(store.clone(), u.clone()).await? == 2,
-        "after deleting an unread one expected 2 unread"
-    );
-    store.delete(&u, ids[0]).await.map_err(fail("delete"))?;
-    ensure!(
-        count(store.clone(), u.clone()).await? == 2,
-        "deleting a read notification must not change the unread count"
-    );
-    store
-        .mark_all_read(&u)
-        .await
-        .map_err(fail("mark_all_read"))?;
-    ensure!(
-        count(store.clone(), u.clone()).await? == 0,
-        "after mark_all_read expected 0 unread"
-    );
-    Ok(())
-}
-
-async fn mark_read_records_a_change_once<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
-) -> Result<(), String> {
-    let u = uid(&ns, "reader");
-    let created = create(&*store, &u, "n").await?;
-    let id = created_id(&created)?;
-    let change = store.mark_read(&u, id).await.map_err(fail("mark_read"))?;
-    let Some(change) = change else {
-        return Err(
-            "mark_read of an unread notification returned None, expected a `read` change".into(),
-        );
-    };
-    ensure!(
-        matches!(&change.kind, ChangeKind::Read { ids } if ids == &[id]),
-        "mark_read recorded {:?}, expected Read {{ ids: [{id}] }}",
-        change.kind
-    );
-    ensure!(
-        change.id > created.id && change.unread_count == 0,
-        "the read change has id {} (after {}) and unread {}",
-        change.id,
-        created.id,
-        change.unread_count
-    );
-    let again = store.mark_read(&u, id).await.map_err(fail("mark_read"))?;
-    ensure!(
-        again.is_none(),
-        "marking an already read notification read recorded {again:?}, expected None"
-    );
-    let page = store
-        .list(&u, PageRequest::first(10))
-        .await
-        .map_err(fail("list"))?;
-    ensure!(
-        page.items.first().is_some_and(|n| n.read),
-        "list shows the notification unread after mark_read"
-    );
-    let log = changes_since(&*store, &u, 0).await?;
-    ensure!(
-        log.len() == 2,
-        "the change log has {} entries, expected created + read",
-        log.len()
-    );
-    Ok(())
-}
-
-async fn mark_all_read_records_one_change<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
-) -> Result<(), String> {
+    let store = &world.store;
     let u = uid(&ns, "all");
     let mut ids = BTreeSet::new();
     for i in 0..3 {
-        ids.insert(created_id(&create(&*store, &u, &format!("n{i}")).await?)?);
+        ids.insert(created_id(&create(store, &u, &format!("n{i}")).await?)?);
     }
     let first = *ids.iter().next().ok_or("no ids")?;
     store
@@ -436,12 +328,13 @@ async fn mark_all_read_records_one_change<S: NotificationStore>(
     Ok(())
 }
 
-async fn delete_records_a_change<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
+async fn delete_records_a_change<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
 ) -> Result<(), String> {
+    let store = &world.store;
     let u = uid(&ns, "deleter");
-    let id = created_id(&create(&*store, &u, "n").await?)?;
+    let id = created_id(&create(store, &u, "n").await?)?;
     let change = store.delete(&u, id).await.map_err(fail("delete"))?;
     ensure!(
         matches!(&change.kind, ChangeKind::Deleted { ids } if ids == &[id]),
@@ -468,15 +361,16 @@ async fn delete_records_a_change<S: NotificationStore>(
     }
 }
 
-async fn delete_all_read_removes_only_read<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
+async fn delete_all_read_removes_only_read<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
 ) -> Result<(), String> {
+    let store = &world.store;
     let u = uid(&ns, "cleaner");
-    let keep = created_id(&create(&*store, &u, "keep").await?)?;
+    let keep = created_id(&create(store, &u, "keep").await?)?;
     let mut read = BTreeSet::new();
     for i in 0..3 {
-        let id = created_id(&create(&*store, &u, &format!("r{i}")).await?)?;
+        let id = created_id(&create(store, &u, &format!("r{i}")).await?)?;
         store.mark_read(&u, id).await.map_err(fail("mark_read"))?;
         read.insert(id);
     }
@@ -519,13 +413,14 @@ async fn delete_all_read_removes_only_read<S: NotificationStore>(
     Ok(())
 }
 
-async fn other_users_ids_are_not_found<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
+async fn other_users_ids_are_not_found<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
 ) -> Result<(), String> {
+    let store = &world.store;
     let (alice, mallory) = (uid(&ns, "alice"), uid(&ns, "mallory"));
-    let id = created_id(&create(&*store, &alice, "private").await?)?;
-    create(&*store, &mallory, "own").await?;
+    let id = created_id(&create(store, &alice, "private").await?)?;
+    create(store, &mallory, "own").await?;
     match store.mark_read(&mallory, id).await {
         Err(StoreError::NotFound { .. }) => {}
         other => {
@@ -558,18 +453,220 @@ async fn other_users_ids_are_not_found<S: NotificationStore>(
     Ok(())
 }
 
-async fn users_never_see_each_other<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
+async fn create_returns_the_stored_notification<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
 ) -> Result<(), String> {
+    let store = &world.store;
+    let bob = uid(&ns, "bob");
+    let new = NewNotification::new(bob.clone(), "Build finished")
+        .message("line 1\nline 2 — ünïcødé")
+        .kind("ci")
+        .action_url("/builds/1")
+        .data(serde_json::json!({"build": 1, "tags": ["a", "b"]}));
+    let change = store.create(new.clone()).await.map_err(fail("create"))?;
+    let ChangeKind::Created { notification } = &change.kind else {
+        return Err(format!(
+            "create returned {:?}, expected a `created` change",
+            change.kind
+        ));
+    };
+    ensure!(
+        change.user == bob,
+        "the change is for {:?}, expected {bob:?}",
+        change.user
+    );
+    ensure!(
+        change.unread_count == 1,
+        "unread count in the change is {}, expected 1",
+        change.unread_count
+    );
+    ensure!(
+        notification.title == new.title
+            && notification.message == new.message
+            && notification.kind == new.kind
+            && notification.action_url == new.action_url
+            && notification.data == new.data
+            && notification.user == bob
+            && !notification.read,
+        "the stored notification {notification:?} does not match what was created ({new:?})"
+    );
+    let page = store
+        .list(&bob, PageRequest::first(10))
+        .await
+        .map_err(fail("list"))?;
+    ensure!(
+        page.items.len() == 1 && &page.items[0] == notification,
+        "list returned {:?}, expected exactly the created notification",
+        page.items
+    );
+    Ok(())
+}
+
+async fn unsafe_input_is_rejected_by_field<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
+) -> Result<(), String> {
+    let store = &world.store;
+    let u = uid(&ns, "u");
+    let cases = [
+        (
+            NewNotification::new(u.clone(), "t").action_url("javascript:alert(1)"),
+            "actionUrl",
+        ),
+        (
+            NewNotification::new(u.clone(), "t").action_url("//evil.example"),
+            "actionUrl",
+        ),
+        (
+            NewNotification::new(u.clone(), "t").action_url("/\\evil.example"),
+            "actionUrl",
+        ),
+        (NewNotification::new(u.clone(), "two\nlines"), "title"),
+        (NewNotification::new(u.clone(), "t").kind("a\rb"), "kind"),
+        (NewNotification::new("", "t"), "user"),
+    ];
+    for (new, field) in cases {
+        match store.create(new.clone()).await {
+            Err(StoreError::Invalid { field: got, .. }) if got == field => {}
+            other => {
+                return Err(format!(
+                    "create({new:?}) should fail with Invalid {{ field: {field:?} }}, got {other:?}"
+                ));
+            }
+        }
+    }
+    let count = store.unread_count(&u).await.map_err(fail("unread_count"))?;
+    ensure!(
+        count == 0,
+        "rejected creates changed the unread count to {count}"
+    );
+    Ok(())
+}
+
+async fn notification_ids_are_unique<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
+) -> Result<(), String> {
+    let store = &world.store;
+    let (a, b) = (uid(&ns, "a"), uid(&ns, "b"));
+    let mut ids = BTreeSet::new();
+    for i in 0..20 {
+        for user in [&a, &b] {
+            let id = created_id(&create(store, user, &format!("n{i}")).await?)?;
+            ensure!(ids.insert(id), "notification id {id} was handed out twice");
+        }
+    }
+    Ok(())
+}
+
+async fn unread_count_follows_every_operation<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
+) -> Result<(), String> {
+    let store = &world.store;
+    let u = uid(&ns, "counter");
+    let count = || async { store.unread_count(&u).await.map_err(fail("unread_count")) };
+    ensure!(
+        count().await? == 0,
+        "a user with no notifications must have 0 unread"
+    );
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let c = create(store, &u, &format!("n{i}")).await?;
+        ensure!(
+            c.unread_count == i + 1,
+            "after {} creates the change says {} unread",
+            i + 1,
+            c.unread_count
+        );
+        ids.push(created_id(&c)?);
+    }
+    store
+        .mark_read(&u, ids[0])
+        .await
+        .map_err(fail("mark_read"))?;
+    ensure!(count().await? == 3, "after one mark_read expected 3 unread");
+    store.delete(&u, ids[1]).await.map_err(fail("delete"))?;
+    ensure!(
+        count().await? == 2,
+        "after deleting an unread one expected 2 unread"
+    );
+    store.delete(&u, ids[0]).await.map_err(fail("delete"))?;
+    ensure!(
+        count().await? == 2,
+        "deleting a read notification must not change the unread count"
+    );
+    store
+        .mark_all_read(&u)
+        .await
+        .map_err(fail("mark_all_read"))?;
+    ensure!(count().await? == 0, "after mark_all_read expected 0 unread");
+    Ok(())
+}
+
+async fn mark_read_records_a_change_once<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
+) -> Result<(), String> {
+    let store = &world.store;
+    let u = uid(&ns, "reader");
+    let start = head(&world.log).await?;
+    let created = create(store, &u, "n").await?;
+    let id = created_id(&created)?;
+    let change = store.mark_read(&u, id).await.map_err(fail("mark_read"))?;
+    let Some(change) = change else {
+        return Err(
+            "mark_read of an unread notification returned None, expected a `read` change".into(),
+        );
+    };
+    ensure!(
+        matches!(&change.kind, ChangeKind::Read { ids } if ids == &[id]),
+        "mark_read recorded {:?}, expected Read {{ ids: [{id}] }}",
+        change.kind
+    );
+    ensure!(
+        change.cursor.position() > created.cursor.position() && change.unread_count == 0,
+        "the read change is at {} (after {}) with unread {}",
+        change.cursor,
+        created.cursor,
+        change.unread_count
+    );
+    let again = store.mark_read(&u, id).await.map_err(fail("mark_read"))?;
+    ensure!(
+        again.is_none(),
+        "marking an already read notification read recorded {again:?}, expected None"
+    );
+    let page = store
+        .list(&u, PageRequest::first(10))
+        .await
+        .map_err(fail("list"))?;
+    ensure!(
+        page.items.first().is_some_and(|n| n.read),
+        "list shows the notification unread after mark_read"
+    );
+    let log = logged(&world.log, &u, start).await?;
+    ensure!(
+        log.len() == 2,
+        "the log holds {} of the user's changes, expected created + read",
+        log.len()
+    );
+    Ok(())
+}
+
+async fn users_never_see_each_other<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
+) -> Result<(), String> {
+    let start = head(&world.log).await?;
     let users: Vec<UserId> = (0..4).map(|i| uid(&ns, &format!("u{i}"))).collect();
     let mut tasks = Vec::new();
     for (i, u) in users.iter().enumerate() {
-        let store = store.clone();
+        let world = world.clone();
         let u = u.clone();
         tasks.push(tokio::spawn(async move {
             for n in 0..10 {
-                create(&*store, &u, &format!("{i}:{n}")).await?;
+                create(&world.store, &u, &format!("{i}:{n}")).await?;
             }
             Ok::<_, String>(())
         }));
@@ -578,7 +675,8 @@ async fn users_never_see_each_other<S: NotificationStore>(
         task.await.map_err(|e| format!("writer panicked: {e}"))??;
     }
     for (i, u) in users.iter().enumerate() {
-        let page = store
+        let page = world
+            .store
             .list(u, PageRequest::first(100))
             .await
             .map_err(fail("list"))?;
@@ -593,230 +691,96 @@ async fn users_never_see_each_other<S: NotificationStore>(
                 "{u}'s list contains {n:?}, which belongs to someone else"
             );
         }
-        for change in changes_since(&*store, u, 0).await? {
+        let events = logged(&world.log, u, start).await?;
+        ensure!(
+            events.len() == 10,
+            "{u}'s replay holds {} changes, expected their 10",
+            events.len()
+        );
+        for event in events {
+            let text = String::from_utf8_lossy(event.frame()).into_owned();
             ensure!(
-                change.user == *u,
-                "{u}'s change log contains a change for {}",
-                change.user
+                text.contains(&format!("\"title\":\"{i}:")),
+                "{u}'s replay holds another user's change: {text}"
             );
         }
         ensure!(
-            store.unread_count(u).await.map_err(fail("unread_count"))? == 10,
+            world
+                .store
+                .unread_count(u)
+                .await
+                .map_err(fail("unread_count"))?
+                == 10,
             "{u}'s unread count includes other users"
         );
     }
     Ok(())
 }
 
-async fn since_returns_exactly_the_changes_after<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
+async fn every_change_goes_through_the_log_in_order<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
 ) -> Result<(), String> {
+    let store = &world.store;
     let u = uid(&ns, "replayer");
+    let start = head(&world.log).await?;
     let mut all = Vec::new();
-    for i in 0..10 {
-        all.push(create(&*store, &u, &format!("n{i}")).await?);
+    for i in 0..6 {
+        all.push(create(store, &u, &format!("n{i}")).await?);
     }
-    if let ChangeKind::Created { notification } = &all[3].kind {
-        if let Some(c) = store
-            .mark_read(&u, notification.id)
+    let first = created_id(&all[0])?;
+    all.extend(
+        store
+            .mark_read(&u, first)
             .await
-            .map_err(fail("mark_read"))?
-        {
-            all.push(c);
-        }
-    }
-    ensure!(
-        changes_since(&*store, &u, 0).await? == all,
-        "since(0) must return the whole log, in order"
+            .map_err(fail("mark_read"))?,
     );
-    for cut in [1, 5, all.len() - 1] {
-        let after = all[cut - 1].id.get();
-        let got = changes_since(&*store, &u, after).await?;
+    all.extend(
+        store
+            .mark_all_read(&u)
+            .await
+            .map_err(fail("mark_all_read"))?,
+    );
+    all.push(store.delete(&u, first).await.map_err(fail("delete"))?);
+    all.extend(
+        store
+            .delete_all_read(&u)
+            .await
+            .map_err(fail("delete_all_read"))?,
+    );
+    let expected: Vec<&Event> = all.iter().map(Change::event).collect();
+    let events = logged(&world.log, &u, start).await?;
+    ensure!(
+        events.iter().collect::<Vec<_>>() == expected,
+        "the log holds {} of the user's changes, expected the {} returned, in the order applied",
+        events.len(),
+        expected.len()
+    );
+    for change in &all {
         ensure!(
-            got == all[cut..],
-            "since({after}) returned ids {:?}, expected {:?}",
-            got.iter().map(|c| c.id).collect::<Vec<_>>(),
-            all[cut..].iter().map(|c| c.id).collect::<Vec<_>>()
+            change.event().cursor() == Some(change.cursor),
+            "a change's event has id {:?}, expected its cursor {}",
+            change.event().id(),
+            change.cursor
         );
     }
-    let latest = all.last().map(|c| c.id.get()).unwrap_or(0);
-    ensure!(
-        changes_since(&*store, &u, latest).await?.is_empty(),
-        "since(latest) must be empty"
-    );
-    ensure!(
-        changes_since(&*store, &uid(&ns, "nobody"), 0)
-            .await?
-            .is_empty(),
-        "since(0) for a user without history must be empty"
-    );
     Ok(())
 }
 
-async fn since_respects_the_limit<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
-) -> Result<(), String> {
-    let u = uid(&ns, "limited");
-    let mut all = Vec::new();
-    for i in 0..12 {
-        all.push(create(&*store, &u, &format!("n{i}")).await?);
-    }
-    match since(&*store, &u, 0, 5).await? {
-        Replay::Changes(changes) => ensure!(
-            changes == all[..5],
-            "since(0, limit 5) must return the 5 oldest changes, got ids {:?}",
-            changes.iter().map(|c| c.id).collect::<Vec<_>>()
-        ),
-        other => return Err(format!("since(0, limit 5) answered {other:?}")),
-    }
-    Ok(())
-}
-
-async fn since_an_id_from_another_history_is_gone<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
-) -> Result<(), String> {
-    let u = uid(&ns, "time-traveller");
-    let c = create(&*store, &u, "n").await?;
-    match since(&*store, &u, c.id.get() + 1_000, 100).await? {
-        Replay::HistoryGone { latest } => ensure!(
-            latest == Some(c.id),
-            "HistoryGone.latest is {latest:?}, expected {:?}",
-            Some(c.id)
-        ),
-        other => {
-            return Err(format!(
-                "since(an id above the newest) must be HistoryGone (the id comes from another history, e.g. before a restart); got {other:?}"
-            ));
-        }
-    }
-    match since(&*store, &uid(&ns, "new-user"), 7, 100).await? {
-        Replay::HistoryGone { latest: None } => Ok(()),
-        other => Err(format!(
-            "since(7) for a user with no history must be HistoryGone {{ latest: None }}, got {other:?}"
-        )),
-    }
-}
-
-async fn last_event_id_is_the_newest<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
-) -> Result<(), String> {
-    let u = uid(&ns, "latest");
-    let p = Principal::new(u.clone());
-    let none = store
-        .last_event_id(&p)
-        .await
-        .map_err(fail("last_event_id"))?;
-    ensure!(
-        none.is_none(),
-        "last_event_id of a new user is {none:?}, expected None"
-    );
-    create(&*store, &u, "a").await?;
-    let c = create(&*store, &u, "b").await?;
-    let got = store
-        .last_event_id(&p)
-        .await
-        .map_err(fail("last_event_id"))?;
-    ensure!(
-        got == Some(c.id),
-        "last_event_id is {got:?}, expected {:?}",
-        Some(c.id)
-    );
-    Ok(())
-}
-
-async fn history_older_than_retention_is_gone<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
-) -> Result<(), String> {
-    let u = uid(&ns, "forgetful");
-    let mut all = Vec::new();
-    for i in 0..20 {
-        all.push(create(&*store, &u, &format!("n{i}")).await?);
-    }
-    let latest = all.last().map(|c| c.id);
-    match since(&*store, &u, all[0].id.get(), 100).await? {
-        Replay::HistoryGone { latest: got } => ensure!(
-            got == latest,
-            "HistoryGone.latest is {got:?}, expected {latest:?}"
-        ),
-        Replay::Changes(changes) => {
-            return Err(format!(
-                "with retention of 5 changes, since(first id) returned {} changes instead of HistoryGone",
-                changes.len()
-            ));
-        }
-    }
-    let tail = &all[all.len() - 5..];
-    match since(&*store, &u, all[all.len() - 6].id.get(), 100).await? {
-        Replay::Changes(changes) => ensure!(
-            changes == tail,
-            "the 5 retained changes must still replay, got ids {:?}",
-            changes.iter().map(|c| c.id).collect::<Vec<_>>()
-        ),
-        other => {
-            return Err(format!(
-                "since(the id just before the 5 retained) must replay them, got {other:?}"
-            ));
-        }
-    }
-    let page = store
-        .list(&u, PageRequest::first(100))
-        .await
-        .map_err(fail("list"))?;
-    ensure!(
-        page.items.len() == 20,
-        "retention of the change log must not delete notifications: {} of 20 listed",
-        page.items.len()
-    );
-    Ok(())
-}
-
-async fn concurrent_writers_keep_visible_order<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
+async fn concurrent_writers_log_one_users_changes_in_order<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
 ) -> Result<(), String> {
     const PER_WRITER: usize = 25;
     let u = uid(&ns, "hot");
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // A reader polls `since(watermark)` while writers run: a store that
-    // makes ids visible out of order shows a lower id after a higher one,
-    // and the reader, resuming from its watermark, never sees it.
-    let reader = {
-        let store = store.clone();
-        let u = u.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let mut watermark = 0;
-            loop {
-                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
-                for change in changes_since(&*store, &u, watermark).await? {
-                    ensure!(
-                        change.id.get() > watermark,
-                        "since({watermark}) returned change {}",
-                        change.id
-                    );
-                    watermark = change.id.get();
-                    seen.push(change.id);
-                }
-                if finished {
-                    return Ok::<_, String>(seen);
-                }
-                tokio::task::yield_now().await;
-            }
-        })
-    };
+    let start = head(&world.log).await?;
     let mut writers = Vec::new();
     for w in 0..CONCURRENT_WRITERS {
-        let store = store.clone();
+        let world = world.clone();
         let u = u.clone();
         writers.push(tokio::spawn(async move {
             for i in 0..PER_WRITER {
-                create(&*store, &u, &format!("w{w}-{i}")).await?;
+                create(&world.store, &u, &format!("w{w}-{i}")).await?;
             }
             Ok::<_, String>(())
         }));
@@ -826,60 +790,118 @@ async fn concurrent_writers_keep_visible_order<S: NotificationStore>(
             .await
             .map_err(|e| format!("writer panicked: {e}"))??;
     }
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let seen = reader
+    let total = CONCURRENT_WRITERS * PER_WRITER;
+    let events = logged(&world.log, &u, start).await?;
+    ensure!(
+        events.len() == total,
+        "{CONCURRENT_WRITERS} writers x {PER_WRITER} creates left {} changes in the log",
+        events.len()
+    );
+    // Each change carries the unread count after it: logged in the order
+    // applied, they count 1, 2, 3, …
+    for (i, event) in events.iter().enumerate() {
+        let text = String::from_utf8_lossy(event.frame()).into_owned();
+        ensure!(
+            text.contains(&format!("\"unreadCount\":{}}}", i + 1)),
+            "the user's change {} in log order has not unread count {}: changes reached the log in another order than they were applied ({text})",
+            i + 1,
+            i + 1
+        );
+    }
+    let unread = world
+        .store
+        .unread_count(&u)
         .await
-        .map_err(|e| format!("reader panicked: {e}"))??;
-    let log = changes_since(&*store, &u, 0).await?;
-    let ids: Vec<EventId> = log.iter().map(|c| c.id).collect();
+        .map_err(fail("unread_count"))?;
     ensure!(
-        ids.len() == CONCURRENT_WRITERS * PER_WRITER,
-        "{} writers x {PER_WRITER} creates left {} changes",
-        CONCURRENT_WRITERS,
-        ids.len()
-    );
-    ensure!(
-        ids.windows(2).all(|w| w[0] < w[1]),
-        "change ids are not strictly increasing: {ids:?}"
-    );
-    ensure!(
-        seen == ids,
-        "a reader resuming from its last id missed changes: it saw {} of {}; ids became visible out of order (assign them under a per-recipient lock)",
-        seen.len(),
-        ids.len()
-    );
-    let unread = store.unread_count(&u).await.map_err(fail("unread_count"))?;
-    ensure!(
-        unread == ids.len() as u64,
-        "unread count is {unread} after {} concurrent creates",
-        ids.len()
+        unread == total as u64,
+        "unread count is {unread} after {total} concurrent creates"
     );
     Ok(())
 }
 
-async fn change_events_encode<S: NotificationStore>(
-    store: Shared<S>,
-    ns: String,
+async fn a_batch_is_stored_whole_or_not_at_all<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
+) -> Result<(), String> {
+    let store = &world.store;
+    let (a, b) = (uid(&ns, "a"), uid(&ns, "b"));
+    let start = head(&world.log).await?;
+    let mut bad: Vec<NewNotification> = (0..5)
+        .map(|i| NewNotification::new(a.clone(), format!("n{i}")))
+        .collect();
+    bad.push(NewNotification::new(b.clone(), "x").action_url("javascript:alert(1)"));
+    ensure!(
+        store.create_many(bad).await.is_err(),
+        "a batch with an invalid notification was accepted"
+    );
+    ensure!(
+        store.unread_count(&a).await.map_err(fail("unread_count"))? == 0
+            && logged(&world.log, &a, start).await?.is_empty(),
+        "a refused batch stored some of its notifications"
+    );
+    let batch: Vec<NewNotification> = (0..40)
+        .map(|i| {
+            NewNotification::new(
+                if i % 2 == 0 { a.clone() } else { b.clone() },
+                format!("n{i}"),
+            )
+        })
+        .collect();
+    let changes = store
+        .create_many(batch)
+        .await
+        .map_err(fail("create_many"))?;
+    ensure!(
+        changes.len() == 40,
+        "a batch of 40 returned {} changes",
+        changes.len()
+    );
+    for (user, parity) in [(&a, 0), (&b, 1)] {
+        let mine: Vec<&Change> = changes.iter().skip(parity).step_by(2).collect();
+        ensure!(
+            mine.iter().all(|c| c.user == *user)
+                && mine
+                    .windows(2)
+                    .all(|w| w[0].cursor.position() < w[1].cursor.position())
+                && mine
+                    .iter()
+                    .enumerate()
+                    .all(|(i, c)| c.unread_count == i as u64 + 1),
+            "a batch's changes for {user} are not in order with counts 1..=20"
+        );
+        let logged = logged(&world.log, user, start).await?;
+        ensure!(
+            logged.len() == 20,
+            "the log holds {} of {user}'s 20 batched changes",
+            logged.len()
+        );
+    }
+    Ok(())
+}
+
+async fn change_events_encode<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
 ) -> Result<(), String> {
     let u = uid(&ns, "wire");
-    let c = store
+    let c = world
+        .store
         .create(
             NewNotification::new(u.clone(), "Hello \"quoted\"")
-                .message("two\nlines\r\nand ünïcødé"),
+                .message("two\nlines\r\nand ünïcødé")
+                .data(serde_json::json!({"n": 1, "s": "x\ny"})),
         )
         .await
         .map_err(fail("create"))?;
-    let event = c
-        .to_event()
-        .map_err(|e| format!("encoding the change failed: {e}"))?;
-    let parsed = crate::parser::events(event.frame());
+    let parsed = crate::parser::events(c.event().frame());
     ensure!(
         parsed.len() == 1,
         "the encoded change parsed into {} events",
         parsed.len()
     );
     ensure!(
-        parsed[0].event_type == "notification" && parsed[0].last_event_id == c.id.to_string(),
+        parsed[0].event_type == "notification" && parsed[0].last_event_id == c.cursor.to_string(),
         "parsed {:?}",
         parsed[0]
     );
@@ -889,7 +911,8 @@ async fn change_events_encode<S: NotificationStore>(
         json["type"] == "created"
             && json["unreadCount"] == 1
             && json["notification"]["title"] == "Hello \"quoted\""
-            && json["notification"]["message"] == "two\nlines\r\nand ünïcødé",
+            && json["notification"]["message"] == "two\nlines\r\nand ünïcødé"
+            && json["notification"]["data"] == serde_json::json!({"n": 1, "s": "x\ny"}),
         "unexpected payload {json}"
     );
     Ok(())

@@ -1,6 +1,7 @@
 //! The in-memory defaults pass the suites they define.
+#![allow(clippy::unwrap_used)]
 
-use sse_core::{InMemoryHub, InMemoryStore};
+use sse_core::{InMemoryHub, InMemoryLog, InMemoryStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_hub_passes_the_hub_suite() {
@@ -11,9 +12,22 @@ async fn in_memory_hub_passes_the_hub_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_log_passes_the_log_suite() {
+    let report =
+        sse_conformance::log::check(
+            |retention| async move { InMemoryLog::with_retention(retention) },
+        )
+        .await;
+    println!("{report}");
+    report.assert_passed();
+    assert!(report.checks.len() >= 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_store_passes_the_store_suite() {
-    let report = sse_conformance::store::check(|retention| async move {
-        InMemoryStore::with_retention(retention)
+    let report = sse_conformance::store::check(|| async {
+        let store = InMemoryStore::new();
+        (store.clone(), store)
     })
     .await;
     println!("{report}");
@@ -24,16 +38,16 @@ async fn in_memory_store_passes_the_store_suite() {
 mod authenticators {
     use std::sync::Arc;
 
-    use sse_conformance::authenticator::{self, ValidRequest};
+    use sse_conformance::authenticator::{self, RefusedRequest, ValidRequest};
     use sse_core::{
         AuthRejection, BearerTokenAuthenticator, CookieSessionAuthenticator, FnAuthenticator,
-        InMemorySessions, Principal,
+        InMemorySessions, Principal, SessionAuthenticator,
     };
 
     fn two_sessions() -> (InMemorySessions, String, String) {
         let sessions = InMemorySessions::new();
-        let alice = sessions.create(Principal::new("alice"));
-        let bob = sessions.create(Principal::new("bob"));
+        let alice = sessions.create(Principal::new("alice")).unwrap();
+        let bob = sessions.create(Principal::new("bob")).unwrap();
         (sessions, alice, bob)
     }
 
@@ -62,6 +76,99 @@ mod authenticators {
                 ValidRequest::new("/events", "alice")
                     .header("authorization", format!("Bearer {alice}")),
                 ValidRequest::new(format!("/events?access_token={bob}"), "bob"),
+            ],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn cookie_or_bearer_passes_and_refuses_an_expired_session() {
+        let (sessions, alice, bob) = two_sessions();
+        sessions.insert(
+            "expired",
+            Principal::new("carol").with_expiry(std::time::SystemTime::UNIX_EPOCH),
+        );
+        let auth = CookieSessionAuthenticator::new("sid", sessions.clone())
+            .or(BearerTokenAuthenticator::new(sessions).header_only());
+        authenticator::run_with(
+            Arc::new(auth),
+            vec![
+                ValidRequest::new("/events", "alice").header("cookie", format!("sid={alice}")),
+                ValidRequest::new("/events", "bob")
+                    .header("authorization", format!("Bearer {bob}")),
+            ],
+            vec![
+                RefusedRequest::new("/events", "an expired cookie session")
+                    .header("cookie", "sid=expired"),
+                RefusedRequest::new("/events", "an expired bearer session")
+                    .header("authorization", "Bearer expired"),
+                RefusedRequest::new(
+                    format!("/events?access_token={alice}"),
+                    "a query token when header-only",
+                ),
+            ],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_jwt_authenticator_passes_and_refuses_expired_and_foreign_tokens() {
+        use sse_core::JwtAuthenticator;
+        use sse_core::auth::jsonwebtoken::{EncodingKey, Header, encode};
+
+        const KEY: &[u8] = b"conformance secret of 32 bytes..";
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = |sub: &str, exp: u64, aud: &str, key: &[u8]| {
+            let claims = serde_json::json!({"sub": sub, "exp": exp, "aud": aud});
+            encode(&Header::default(), &claims, &EncodingKey::from_secret(key)).unwrap()
+        };
+        let auth = JwtAuthenticator::hs256(KEY)
+            .audience(["sse"])
+            .cookie("jwt")
+            .query_param("access_token");
+        authenticator::run_with(
+            Arc::new(auth),
+            vec![
+                ValidRequest::new("/events", "alice").header(
+                    "authorization",
+                    format!("Bearer {}", token("alice", now + 600, "sse", KEY)),
+                ),
+                ValidRequest::new("/events", "bob").header(
+                    "cookie",
+                    format!("jwt={}", token("bob", now + 600, "sse", KEY)),
+                ),
+                ValidRequest::new(
+                    format!(
+                        "/events?access_token={}",
+                        token("carol", now + 600, "sse", KEY)
+                    ),
+                    "carol",
+                ),
+            ],
+            vec![
+                RefusedRequest::new("/events", "an expired token").header(
+                    "authorization",
+                    format!("Bearer {}", token("alice", now - 3600, "sse", KEY)),
+                ),
+                RefusedRequest::new("/events", "a token signed with another key").header(
+                    "authorization",
+                    format!(
+                        "Bearer {}",
+                        token(
+                            "alice",
+                            now + 600,
+                            "sse",
+                            b"another key of 32 bytes........"
+                        )
+                    ),
+                ),
+                RefusedRequest::new("/events", "a token for another audience").header(
+                    "cookie",
+                    format!("jwt={}", token("alice", now + 600, "billing", KEY)),
+                ),
             ],
         )
         .await;

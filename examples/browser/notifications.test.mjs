@@ -1,7 +1,9 @@
 // The notifications app in headless Chromium: two users in two browser
 // contexts, live delivery without polling, tabs in sync, a server restart
-// with replay, logout, and the polling fallback. Screenshots go to
-// target/browser-screenshots.
+// with replay, logout, the polling fallback, org announcements and
+// presence, and the shared client (clients/js): ten tabs on one stream,
+// the leading tab closed mid-burst, a tab back from another page.
+// Screenshots go to target/browser-screenshots.
 //
 // Run with scripts/test, or: NOTIFICATIONS_BIN=target/debug/notifications
 // node --test examples/browser/notifications.test.mjs
@@ -66,9 +68,10 @@ async function shot(page, name) {
   await page.screenshot({path: path.join(SHOTS, `${name}.png`), fullPage: true})
 }
 
-async function logIn(page, user, query = '') {
+async function logIn(page, user, query = '', org = '') {
   await page.goto(`${base()}/${query}`)
   await page.fill('#login-user', user)
+  if (org) await page.fill('#login-org', org)
   await page.click('#login-form button[type=submit]')
   await page.waitForSelector('#app-view:not([hidden])')
 }
@@ -186,5 +189,150 @@ test('without EventSource the page falls back to polling', async () => {
   await page.waitForSelector(item('Polled in'), {timeout: 3000})
   assert.equal(await page.textContent('#badge'), '1')
   await shot(page, '5-polling')
+  await context.close()
+})
+
+test('a member of an org who was offline sees its announcement once back; other orgs never do', async () => {
+  const pages = {}
+  for (const [user, org] of [['dana', 'acme'], ['erin', 'acme'], ['frank', 'globex']]) {
+    const context = await browser.newContext()
+    pages[user] = await context.newPage()
+    await logIn(pages[user], user, '', org)
+    await pages[user].waitForSelector('#status[data-state="connected"]')
+  }
+  // Erin's laptop loses its network.
+  const erin = pages.erin
+  await erin.context().setOffline(true)
+  await erin.waitForSelector('#status:is([data-state="reconnecting"], [data-state="offline"])', {timeout: 10000})
+  await pages.dana.fill('#announce-form input[name=title]', 'All hands at 3')
+  await pages.dana.fill('#announce-form textarea[name=message]', 'In the big room')
+  await pages.dana.click('#announce-form button[type=submit]')
+  await pages.dana.waitForSelector('#announce-result:text("Announced to acme.")')
+  const announced = '#announcements li:has(.title:text-is("All hands at 3"))'
+  await pages.dana.waitForSelector(announced, {timeout: 1000})
+  // Back online: the stream resumes from its last event id and replays it.
+  await erin.context().setOffline(false)
+  await erin.waitForSelector(announced, {timeout: 15000})
+  assert.equal(await erin.textContent(`${announced} .from`), 'from dana')
+  await shot(erin, '6-announcement-after-offline')
+  // Frank, of another org, sees his own org's (empty) panel, never acme's.
+  assert.equal(await pages.frank.textContent('#org-name'), 'globex')
+  assert.equal(await pages.frank.locator('#announcements li').count(), 0)
+  // The sender's dot says she is online, and goes grey when her only tab closes.
+  await erin.waitForSelector(`${announced} .presence[data-online="true"]`, {state: "attached", timeout: 5000})
+  await pages.dana.context().close()
+  await erin.waitForSelector(`${announced} .presence[data-online="false"]`, {state: "attached", timeout: 5000})
+  await shot(erin, '6-sender-went-offline')
+  for (const page of [pages.erin, pages.frank]) await page.context().close()
+})
+
+// Sends a notification to `to` through the API, as `fromPage`'s user.
+async function sendVia(fromPage, to, title) {
+  const [cookie] = await fromPage.context().cookies()
+  const response = await fetch(`${base()}/api/notifications`, {
+    method: 'POST',
+    headers: {'content-type': 'application/json', origin: base(), cookie: `sid=${cookie.value}`},
+    body: JSON.stringify({user: to, title}),
+  })
+  assert.equal(response.status, 201)
+}
+
+async function presenceOf(page, user) {
+  return page.evaluate(async (u) => (await fetch(`/api/presence?user=${u}`)).json(), user)
+}
+
+// Counts every notification event a tab's app receives, by id.
+async function recordDeliveries(page) {
+  await page.evaluate(() => {
+    window.delivered = []
+    window.notificationsClient.on('notification', (event) => window.delivered.push(event.lastEventId))
+  })
+}
+
+test('ten tabs of one user share one stream: all live within 1 s, every API call answered', async () => {
+  const context = await browser.newContext()
+  const tabs = []
+  for (let i = 0; i < 10; i++) {
+    const page = await context.newPage()
+    if (i === 0) await logIn(page, 'tabby')
+    else await page.goto(base())
+    await page.waitForSelector('#status[data-state="connected"]', {timeout: 10000})
+    tabs.push(page)
+  }
+  // Ten tabs, one open stream on the server.
+  assert.deepEqual(await presenceOf(tabs[9], 'tabby'), {user: 'tabby', online: true, streams: 1})
+  const sent = Date.now()
+  await sendVia(contexts.bob.page, 'tabby', 'To every tab')
+  await Promise.all(tabs.map((page) => page.waitForSelector(item('To every tab'), {timeout: 1000})))
+  const elapsed = Date.now() - sent
+  assert.ok(elapsed < 1000, `the last tab showed it after ${elapsed} ms`)
+  for (const page of tabs) assert.equal(await page.textContent('#badge'), '1')
+  // HTTP/1.1 allows 6 connections per host: with one stream, API calls from
+  // every tab still get through at once.
+  const answered = await Promise.all(
+    tabs.map((page) =>
+      page.evaluate(async () => {
+        const started = performance.now()
+        const response = await fetch('/api/notifications/unread-count')
+        return {status: response.status, ms: performance.now() - started}
+      }),
+    ),
+  )
+  for (const {status, ms} of answered) {
+    assert.equal(status, 200)
+    assert.ok(ms < 2000, `an API call took ${ms} ms`)
+  }
+  await shot(tabs[9], '7-tenth-tab')
+  await context.close()
+})
+
+test('closing the leading tab while notifications arrive loses none and repeats none', async () => {
+  const context = await browser.newContext()
+  const tabs = []
+  for (let i = 0; i < 4; i++) {
+    const page = await context.newPage()
+    if (i === 0) await logIn(page, 'leah')
+    else await page.goto(base())
+    await page.waitForSelector('#status[data-state="connected"]', {timeout: 10000})
+    await recordDeliveries(page)
+    tabs.push(page)
+  }
+  const leaders = await Promise.all(tabs.map((page) => page.evaluate(() => window.notificationsClient.isLeader)))
+  assert.equal(leaders.filter(Boolean).length, 1, 'one leading tab')
+  const leader = tabs[leaders.indexOf(true)]
+  const others = tabs.filter((page) => page !== leader)
+  const titles = Array.from({length: 20}, (_, i) => `burst ${i}`)
+  for (const [i, title] of titles.entries()) {
+    if (i === 6) await leader.close()
+    await sendVia(contexts.bob.page, 'leah', title)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  for (const page of others) {
+    await page.waitForFunction(() => window.delivered.length >= 20, null, {timeout: 10000})
+    // Let any late duplicate show itself.
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const ids = await page.evaluate(() => window.delivered)
+    assert.equal(ids.length, 20, `delivered ${ids.length}: ${ids}`)
+    assert.equal(new Set(ids).size, 20, 'a notification was delivered twice')
+    for (const title of titles) await page.waitForSelector(item(title), {state: 'attached', timeout: 1000})
+  }
+  assert.equal((await presenceOf(others[0], 'leah')).streams, 1)
+  await shot(others[0], '8-after-leader-closed')
+  await context.close()
+})
+
+test('a tab restored from the back/forward cache catches up', async () => {
+  const context = await browser.newContext()
+  const page = await context.newPage()
+  await logIn(page, 'bea')
+  await page.waitForSelector('#status[data-state="connected"]')
+  await page.goto(`${base()}/healthz`)
+  await sendVia(contexts.bob.page, 'bea', 'While you were elsewhere')
+  await page.goBack()
+  await page.waitForSelector(item('While you were elsewhere'), {timeout: 10000})
+  await page.waitForSelector('#status[data-state="connected"]', {timeout: 10000})
+  await sendVia(contexts.bob.page, 'bea', 'And live again')
+  await page.waitForSelector(item('And live again'), {timeout: 3000})
+  await shot(page, '9-back-from-bfcache')
   await context.close()
 })

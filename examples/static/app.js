@@ -1,12 +1,12 @@
-// The notifications page: plain JavaScript, no build step.
+// The notifications page: plain JavaScript modules, no build step.
 //
-// Live updates come from one EventSource per tab. Every change (created,
-// read, deleted) is an event carrying the new unread count, so every tab of
-// a user stays in sync. When the browser's own reconnect gives up (the
-// server answered an error), the page reconnects itself with exponential
-// backoff, 1 s to 30 s, resuming from the last event id. Without
-// EventSource it polls.
-'use strict'
+// Live updates come from @sse-layer/client (clients/js): one stream per
+// browser, shared by every tab (the tabs elect one to hold it and it relays
+// every event), resumed from the last event id after any interruption,
+// with jittered backoff, a stop on 401 and a polling fallback. Every change
+// (created, read, deleted) is an event carrying the new unread count, so
+// every tab of a user stays in sync.
+import {SseClient} from '/client/index.js'
 
 const STREAM = '/api/notifications/stream'
 // The polling fallback's interval (`?poll=MS` overrides it, for tests).
@@ -15,14 +15,13 @@ const $ = (id) => document.getElementById(id)
 
 const state = {
   user: null,
+  org: null,
+  announcements: new Map(), // id -> announcement
+  online: new Map(), // user -> whether a stream of theirs is open
   items: new Map(), // id -> notification
   unread: 0,
   nextBefore: null,
-  lastEventId: '',
-  source: null,
-  backoff: 1000,
-  reconnectTimer: null,
-  pollTimer: null,
+  client: null, // the shared stream, while logged in
   loading: null, // events that arrive while the list is (re)loaded
 }
 
@@ -58,8 +57,10 @@ function setBadge(count) {
   document.title = count > 0 ? `(${count}) Notifications` : 'Notifications'
 }
 
+// Paths and http(s) URLs only. Browsers read `\` as `/`, so `/\evil.example`
+// is the off-site `//evil.example`: no backslash anywhere.
 function safeUrl(url) {
-  if (typeof url !== 'string') return null
+  if (typeof url !== 'string' || url.includes('\\')) return null
   if (url.startsWith('/') && !url.startsWith('//')) return url
   if (url.startsWith('https://') || url.startsWith('http://')) return url
   return null
@@ -71,6 +72,63 @@ function render() {
   list.replaceChildren(...ids.map((id) => renderItem(state.items.get(id))))
   $('empty').hidden = ids.length > 0
   $('more').hidden = state.nextBefore === null
+}
+
+// Announcements to the org, newest first; replays are harmless (by id).
+function addAnnouncement(announcement) {
+  state.announcements.set(announcement.id, announcement)
+  const items = [...state.announcements.values()].sort((a, b) => (a.createdAt < b.createdAt ? 1 : -1))
+  $('announcements').replaceChildren(
+    ...items.map((a) => {
+      const item = $('announcement-template').content.firstElementChild.cloneNode(true)
+      item.dataset.id = a.id
+      item.querySelector('.title').textContent = a.title
+      item.querySelector('.message').textContent = a.message
+      item.querySelector('.from').textContent = `from ${a.from}`
+      const dot = item.querySelector('.presence')
+      dot.dataset.user = a.from
+      showPresence(dot, state.online.get(a.from))
+      if (!state.online.has(a.from)) lookUpPresence(a.from)
+      const time = item.querySelector('.time')
+      time.dateTime = a.createdAt
+      time.textContent = new Date(a.createdAt).toLocaleString()
+      return item
+    }),
+  )
+  $('no-announcements').hidden = items.length > 0
+}
+
+// The sender's online dot: asked once, then kept current by `presence`
+// events (a member's first tab opening, their last one closing).
+function showPresence(dot, online) {
+  dot.dataset.online = online ? 'true' : 'false'
+  dot.title = online === undefined ? '' : online ? 'online' : 'offline'
+}
+
+function setPresence(user, online) {
+  state.online.set(user, online)
+  for (const dot of document.querySelectorAll('.presence')) {
+    if (dot.dataset.user === user) showPresence(dot, online)
+  }
+}
+
+function lookUpPresence(user) {
+  state.online.set(user, undefined)
+  api('GET', `/api/presence?user=${encodeURIComponent(user)}`)
+    .then((presence) => setPresence(user, presence.online))
+    .catch((e) => {
+      // Asked again in a moment, and on the next (re)connect.
+      state.online.delete(user)
+      console.warn('[notifications]', e.message)
+      setTimeout(() => {
+        if (state.user && !state.online.has(user)) lookUpPresence(user)
+      }, 2000)
+    })
+}
+
+// Joins and leaves missed while disconnected: ask again for every sender.
+function refreshPresence() {
+  for (const user of new Set([...state.announcements.values()].map((a) => a.from))) lookUpPresence(user)
 }
 
 function renderItem(notification) {
@@ -98,9 +156,8 @@ function renderItem(notification) {
 
 async function act(method, path) {
   try {
+    // Every tab updates from the change event, streaming or polling.
     await api(method, path)
-    // Live tabs update from the change event; a polling tab refetches.
-    if (state.pollTimer) await loadAll()
   } catch (error) {
     console.warn('[notifications]', error.message)
   }
@@ -161,69 +218,48 @@ async function loadMore() {
 }
 
 function connect() {
-  clearTimeout(state.reconnectTimer)
-  if (state.source) state.source.close()
-  // A new EventSource cannot send Last-Event-ID: resume through the query.
-  const url = state.lastEventId ? `${STREAM}?lastEventId=${encodeURIComponent(state.lastEventId)}` : STREAM
-  const source = new EventSource(url)
-  state.source = source
-  source.addEventListener('connected', () => {
-    setStatus('connected')
-    state.backoff = 1000
-    // Without an id to resume from, the stream replays nothing: fetch the
-    // current state now that live events are flowing.
-    if (!state.lastEventId) loadAll().catch((e) => console.warn('[notifications]', e.message))
-  })
-  source.addEventListener('notification', (event) => {
-    state.lastEventId = event.lastEventId
-    apply(JSON.parse(event.data))
-  })
-  source.addEventListener('reset', (event) => {
-    // History is gone: refetch, and resume from the id the reset carries.
-    state.lastEventId = event.lastEventId
-    loadAll().catch((e) => console.warn('[notifications]', e.message))
-  })
-  source.onerror = () => {
-    if (source.readyState === EventSource.CONNECTING) {
-      // The browser retries by itself (sending Last-Event-ID).
-      setStatus(navigator.onLine ? 'reconnecting' : 'offline')
-      return
+  stopLive()
+  // `?share=0` gives every tab its own stream, as before the shared client
+  // (for comparisons: examples/browser/tabs-bench.mjs).
+  const share = new URLSearchParams(location.search).get('share') !== '0'
+  const client = new SseClient(STREAM, {pollInterval: POLL_MS, share})
+  state.client = client
+  // For the browser tests (and curious developers): which tab leads.
+  window.notificationsClient = client
+  let fresh = true
+  const live = (status) => {
+    setStatus(status === 'open' ? 'connected' : status === 'closed' ? 'offline' : status)
+    // The shared stream starts from now and replays nothing: once live
+    // events flow (this tab's stream, or the leading tab's), fetch the
+    // current state; events arriving meanwhile wait for it.
+    if (fresh && (status === 'open' || status === 'polling')) {
+      fresh = false
+      loadAll().catch((e) => console.warn('[notifications]', e.message))
     }
-    // The browser gave up (an error status). Logged out, or try later.
-    source.close()
-    fetch('/api/session', {credentials: 'same-origin'})
-      .then((response) => (response.status === 401 ? showLogin() : scheduleReconnect()))
-      .catch(() => scheduleReconnect())
   }
-}
-
-function scheduleReconnect() {
-  setStatus(navigator.onLine ? 'reconnecting' : 'offline')
-  const delay = state.backoff
-  state.backoff = Math.min(state.backoff * 2, 30000)
-  console.info('[notifications] reconnecting in', delay, 'ms')
-  state.reconnectTimer = setTimeout(connect, delay)
-}
-
-function startPolling() {
-  console.warn('[notifications] EventSource is not available: polling every', POLL_MS, 'ms')
-  setStatus('polling')
-  loadAll().catch((e) => console.warn('[notifications]', e.message))
-  state.pollTimer = setInterval(() => loadAll().then(() => setStatus('polling'), () => setStatus('offline')), POLL_MS)
+  client.onStateChange(live)
+  client.onUnauthorized(() => showLogin())
+  // Presence may have changed while the stream was away.
+  client.on('connected', () => refreshPresence())
+  client.on('notification', (event) => apply(event.json()))
+  client.on('announcement', (event) => addAnnouncement(event.json()))
+  client.on('presence', (event) => {
+    const {user, online} = event.json()
+    setPresence(user, online)
+  })
+  // History is gone: refetch; the client resumes from the id the reset carries.
+  client.on('reset', () => loadAll().catch((e) => console.warn('[notifications]', e.message)))
+  live(client.state)
 }
 
 function stopLive() {
-  clearTimeout(state.reconnectTimer)
-  clearInterval(state.pollTimer)
-  state.pollTimer = null
-  if (state.source) state.source.close()
-  state.source = null
+  if (state.client) state.client.close()
+  state.client = null
 }
 
 function showLogin() {
   stopLive()
   state.user = null
-  state.lastEventId = ''
   $('login-view').hidden = false
   $('app-view').hidden = true
   $('account').hidden = true
@@ -231,27 +267,27 @@ function showLogin() {
   setStatus('offline')
 }
 
-function startApp(user) {
+function startApp(user, org) {
   state.user = user
-  $('whoami').textContent = user
+  state.org = org || null
+  $('whoami').textContent = org ? `${user} @ ${org}` : user
+  $('announcements-panel').hidden = !org
+  $('org-name').textContent = org || ''
   $('login-view').hidden = true
   $('app-view').hidden = false
   $('account').hidden = false
   $('bell').hidden = false
-  if ('EventSource' in window) {
-    connect()
-  } else {
-    startPolling()
-  }
+  connect()
 }
 
 $('login-form').addEventListener('submit', async (event) => {
   event.preventDefault()
   const user = $('login-user').value.trim()
+  const org = $('login-org').value.trim()
   $('login-error').textContent = ''
   try {
-    await api('POST', '/api/login', {user})
-    startApp(user)
+    await api('POST', '/api/login', org ? {user, org} : {user})
+    startApp(user, org)
   } catch (error) {
     $('login-error').textContent = error.message
   }
@@ -274,20 +310,31 @@ $('send-form').addEventListener('submit', async (event) => {
     $('send-result').textContent = `Sent to ${sent.user}.`
     event.target.elements.title.value = ''
     event.target.elements.message.value = ''
-    if (state.pollTimer && sent.user === state.user) await loadAll()
   } catch (error) {
     $('send-result').textContent = error.field ? `${error.field}: ${error.message}` : error.message
+  }
+})
+
+$('announce-form').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const form = new FormData(event.target)
+  try {
+    await api('POST', '/api/announcements', {title: form.get('title'), message: form.get('message')})
+    $('announce-result').textContent = `Announced to ${state.org}.`
+    event.target.reset()
+  } catch (error) {
+    $('announce-result').textContent = error.field ? `${error.field}: ${error.message}` : error.message
   }
 })
 
 $('mark-all-read').addEventListener('click', () => act('POST', '/api/notifications/read-all'))
 $('delete-read').addEventListener('click', () => act('DELETE', '/api/notifications?read=true'))
 $('more').addEventListener('click', () => loadMore().catch((e) => console.warn('[notifications]', e.message)))
-window.addEventListener('offline', () => setStatus('offline'))
-window.addEventListener('online', () => {
-  if (state.user && state.source && state.source.readyState === EventSource.CLOSED) connect()
-})
 
 fetch('/api/session', {credentials: 'same-origin'})
-  .then(async (response) => (response.ok ? startApp((await response.json()).user) : showLogin()))
+  .then(async (response) => {
+    if (!response.ok) return showLogin()
+    const session = await response.json()
+    startApp(session.user, session.org)
+  })
   .catch(() => showLogin())

@@ -282,3 +282,113 @@ async fn abuse_gets_clear_answers_while_a_good_client_stays_on_time() {
         "RSS grew from {baseline} KiB to {after} KiB and stayed"
     );
 }
+
+/// Reads until the server closes the connection; the time it took, or
+/// `None` if it is still open after `limit`.
+async fn closed_within(socket: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = limit.checked_sub(started.elapsed())?;
+        match tokio::time::timeout(left, socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed_and_capped() {
+    let (_running, authority) = support::start(
+        BIN,
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--request-timeout-secs",
+            "1",
+            "--max-connections",
+            "60",
+        ],
+        &[],
+    );
+    let alice = login(&authority, "alice").await;
+
+    // 50 sockets that never send a byte, and 5 that send their head one
+    // byte at a time: every one is closed within the request timeout.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(tokio::net::TcpStream::connect(&authority).await.unwrap());
+    }
+    let mut dribblers = Vec::new();
+    for _ in 0..5 {
+        let mut socket = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        dribblers.push(tokio::spawn(async move {
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: yes\r\n" {
+                if socket.write_all(&[*byte]).await.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            closed_within(&mut socket, Duration::from_secs(5))
+                .await
+                .is_some()
+        }));
+    }
+    // A body sent at 1 byte per 100 ms: the request times out with 408.
+    let mut slow_body = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let head = format!(
+        "POST /api/notifications HTTP/1.1\r\nHost: x\r\nCookie: {alice}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    );
+    slow_body.write_all(head.as_bytes()).await.unwrap();
+    let dribble_body = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        use tokio::io::AsyncReadExt;
+        while started.elapsed() < Duration::from_secs(10) {
+            if slow_body.write_all(b" ").await.is_err() {
+                break;
+            }
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(100), slow_body.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&answer).into_owned(),
+        )
+    });
+
+    // Past the cap of 60, a well-behaved client waits for a slot rather than
+    // failing, and gets one once the idle sockets are closed.
+    let started = Instant::now();
+    let healthz = status_of(&authority, Request::get("/healthz")).await;
+    assert_eq!(healthz, Ok(200), "a normal client was not served");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    for (i, socket) in idle.iter_mut().enumerate() {
+        let closed = closed_within(socket, Duration::from_secs(5)).await;
+        assert!(closed.is_some(), "idle socket {i} is still open");
+    }
+    for dribbler in dribblers {
+        assert!(dribbler.await.unwrap(), "a dribbled head was never cut off");
+    }
+    let (took, answer) = dribble_body.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "a slow body was held {took:?}"
+    );
+}

@@ -108,6 +108,16 @@ impl App {
     }
 }
 
+/// The next event other than members' `presence` news.
+async fn next_skipping_presence(stream: &mut Response) -> sse_conformance::parser::ParsedEvent {
+    loop {
+        let event = stream.next_event(WAIT).await.unwrap();
+        if event.event_type != "presence" {
+            return event;
+        }
+    }
+}
+
 fn data(event: &sse_conformance::parser::ParsedEvent) -> Value {
     serde_json::from_str(&event.data).unwrap()
 }
@@ -141,8 +151,12 @@ async fn login_sets_a_session_cookie_and_validates_the_name() {
     let (status, body) = app
         .json("POST", "/api/login", None, Some(json!({"name": "alice"})))
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!((status, &body["field"]), (400, &json!("user")), "{body}");
     assert!(body["error"].is_string());
+    let (status, body) = app
+        .json("POST", "/api/login", None, Some(json!({"user": 7})))
+        .await;
+    assert_eq!((status, &body["field"]), (400, &json!("user")), "{body}");
     let (status, _, body) = app
         .send(Request::new("POST", "/api/login").body(r#"{"user":"alice"}"#))
         .await;
@@ -229,7 +243,208 @@ async fn notifying_stores_returns_201_and_streams_the_created_event() {
         .await;
     assert_eq!((status, count), (200, json!({"count": 1})));
     let (_, session) = app.json("GET", "/api/session", Some(&bob), None).await;
-    assert_eq!(session, json!({"user": "bob"}));
+    assert_eq!(session, json!({"user": "bob", "org": null}));
+}
+
+impl App {
+    async fn login_org(&self, user: &str, org: &str) -> String {
+        let (status, response, _) = self
+            .send(
+                Request::new("POST", "/api/login")
+                    .header("content-type", "application/json")
+                    .body(json!({"user": user, "org": org}).to_string()),
+            )
+            .await;
+        assert_eq!(status, 204);
+        response
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+#[tokio::test]
+async fn announcements_reach_the_orgs_members_live_and_on_replay_and_no_one_else() {
+    let app = memory_app();
+    let alice = app.login_org("alice", "acme").await;
+    let bob = app.login_org("bob", "acme").await;
+    let eve = app.login_org("eve", "globex").await;
+    let (status, session) = app.json("GET", "/api/session", Some(&bob), None).await;
+    assert_eq!(
+        (status, session),
+        (200, json!({"user": "bob", "org": "acme"}))
+    );
+
+    let mut bob_live = app.stream(&bob, None).await;
+    let mut eve_live = app.stream(&eve, None).await;
+    // Carol, also of acme, is offline: her last event was the `connected`
+    // of a stream she has since closed.
+    let carol = app.login_org("carol", "acme").await;
+    let mut carol_before = app
+        .send(Request::get("/api/notifications/stream").header("cookie", &carol))
+        .await
+        .1;
+    let connected = carol_before.next_event(WAIT).await.unwrap();
+    drop(carol_before);
+
+    let (status, announcement) = app
+        .json(
+            "POST",
+            "/api/announcements",
+            Some(&alice),
+            Some(json!({"title": "Office closed Friday", "message": "Enjoy the long weekend"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{announcement}");
+    for field in ["id", "org", "title", "message", "createdAt", "from"] {
+        assert!(
+            announcement.get(field).is_some(),
+            "{announcement} lacks {field}"
+        );
+    }
+    assert_eq!(announcement["org"], "acme");
+    assert_eq!(announcement["from"], "alice");
+
+    let live = next_skipping_presence(&mut bob_live).await;
+    assert_eq!(live.event_type, "announcement");
+    assert_eq!(data(&live), announcement);
+
+    let mut carol_back = app.stream(&carol, Some(&connected.last_event_id)).await;
+    let replayed = next_skipping_presence(&mut carol_back).await;
+    assert_eq!(replayed.event_type, "announcement");
+    assert_eq!(data(&replayed), announcement);
+
+    // Eve (another org) gets nothing: the next thing she sees is her own.
+    app.notify(&eve, json!({"user": "eve", "title": "marker"}))
+        .await;
+    let next = next_skipping_presence(&mut eve_live).await;
+    assert_eq!(next.event_type, "notification");
+
+    // Announcing needs an org; the title is validated.
+    let loner = app.login("loner").await;
+    let (status, _) = app
+        .json(
+            "POST",
+            "/api/announcements",
+            Some(&loner),
+            Some(json!({"title": "hi"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = app
+        .json(
+            "POST",
+            "/api/announcements",
+            Some(&alice),
+            Some(json!({"title": ""})),
+        )
+        .await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("title")));
+    let (status, body) = app
+        .json(
+            "POST",
+            "/api/login",
+            None,
+            Some(json!({"user": "x", "org": "Bad Org"})),
+        )
+        .await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("org")));
+}
+
+#[tokio::test]
+async fn presence_says_who_is_online_and_members_hear_joins_and_leaves() {
+    let app = memory_app();
+    let dana = app.login_org("dana", "acme").await;
+    let erin = app.login_org("erin", "acme").await;
+    let frank = app.login_org("frank", "globex").await;
+    let presence = |user: &str| {
+        let path = format!("/api/presence?user={user}");
+        let app = &app;
+        let dana = dana.clone();
+        async move { app.json("GET", &path, Some(&dana), None).await }
+    };
+    assert_eq!(
+        presence("erin").await,
+        (200, json!({"user": "erin", "online": false, "streams": 0}))
+    );
+    let mut dana_live = app.stream(&dana, None).await;
+    let own = dana_live.next_event(WAIT).await.unwrap();
+    assert_eq!(
+        (own.event_type.as_str(), data(&own)),
+        ("presence", json!({"user": "dana", "online": true}))
+    );
+    let mut frank_live = app.stream(&frank, None).await;
+
+    // Erin opens two tabs: one join for her org, and the count says two.
+    let first = app.stream(&erin, None).await;
+    let second = app.stream(&erin, None).await;
+    let joined = dana_live.next_event(WAIT).await.unwrap();
+    assert_eq!(
+        (joined.event_type.as_str(), data(&joined)),
+        ("presence", json!({"user": "erin", "online": true}))
+    );
+    assert_eq!(
+        presence("erin").await,
+        (200, json!({"user": "erin", "online": true, "streams": 2}))
+    );
+    drop(first);
+    drop(second);
+    let left = dana_live.next_event(WAIT).await.unwrap();
+    assert_eq!(
+        (left.event_type.as_str(), data(&left)),
+        ("presence", json!({"user": "erin", "online": false}))
+    );
+    assert_eq!(presence("erin").await.1["online"], false);
+    // Another org hears nothing of acme's members.
+    let heard = frank_live.next_event(Duration::from_millis(300)).await;
+    assert!(
+        heard.as_ref().map_or(true, |e| data(e)["user"] == "frank"),
+        "frank heard {heard:?}"
+    );
+
+    let (status, body) = app
+        .json(
+            "GET",
+            "/api/presence?user=Not%20A%20Name",
+            Some(&dana),
+            None,
+        )
+        .await;
+    assert_eq!((status, &body["field"]), (400, &json!("user")));
+    let (status, _) = app.json("GET", "/api/presence?user=erin", None, None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn notification_data_is_json_in_the_list_and_the_stream() {
+    let app = memory_app();
+    let alice = app.login("alice").await;
+    let mut stream = app.stream(&alice, None).await;
+    let attached = json!({"invoice": 42, "lines": [{"sku": "a", "qty": 2}], "note": "x\ny"});
+    let (status, created) = app
+        .notify(
+            &alice,
+            json!({"user": "alice", "title": "Invoice paid", "data": attached}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["data"], attached);
+    let event = stream.next_event(WAIT).await.unwrap();
+    assert_eq!(data(&event)["notification"]["data"], attached);
+    let (_, list) = app
+        .json("GET", "/api/notifications", Some(&alice), None)
+        .await;
+    assert_eq!(list["items"][0]["data"], attached);
+    let (status, body) = app
+        .notify(
+            &alice,
+            json!({"user": "alice", "title": "x", "data": "not an object"}),
+        )
+        .await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("data")));
 }
 
 #[tokio::test]
@@ -237,7 +452,17 @@ async fn invalid_notifications_get_400_naming_the_field() {
     let app = memory_app();
     let alice = app.login("alice").await;
     let cases = [
-        (json!({"user": "bob"}), None),
+        (json!({"user": "bob"}), Some("title")),
+        (json!({"title": "x"}), Some("user")),
+        (json!({"user": "bob", "title": 5}), Some("title")),
+        (
+            json!({"user": "bob", "title": "x", "kind": ["a"]}),
+            Some("kind"),
+        ),
+        (
+            json!({"user": "bob", "title": "x", "surprise": 1}),
+            Some("surprise"),
+        ),
         (json!({"user": "Bob!", "title": "x"}), Some("user")),
         (json!({"user": "bob", "title": ""}), Some("title")),
         (
@@ -260,10 +485,14 @@ async fn invalid_notifications_get_400_naming_the_field() {
             json!({"user": "bob", "title": "x", "actionUrl": "//evil.example"}),
             Some("actionUrl"),
         ),
+        (
+            json!({"user": "bob", "title": "x", "actionUrl": "/\\evil.example"}),
+            Some("actionUrl"),
+        ),
     ];
     for (body, field) in cases {
         let (status, answer) = app.notify(&alice, body.clone()).await;
-        assert!(matches!(status, 400 | 422), "{body}: {status} {answer}");
+        assert_eq!(status, 400, "{body}: {answer}");
         assert!(answer["error"].is_string(), "{body}: {answer}");
         if let Some(field) = field {
             assert_eq!(
@@ -489,15 +718,109 @@ async fn a_junk_last_event_id_gets_a_reset() {
 async fn cross_origin_writes_are_refused() {
     let app = memory_app();
     let alice = app.login("alice").await;
-    let request = Request::new("POST", "/api/notifications/read-all")
-        .header("cookie", &alice)
-        .header("origin", "https://evil.example");
-    let (status, _, body) = app.send(request).await;
-    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
-    let same = Request::new("POST", "/api/notifications/read-all")
-        .header("cookie", &alice)
-        .header("origin", format!("http://{}", app.authority));
-    assert_eq!(app.send(same).await.0, 204);
+    let write = |origins: &[&str]| {
+        let mut request =
+            Request::new("POST", "/api/notifications/read-all").header("cookie", &alice);
+        for origin in origins {
+            request = request.header("origin", *origin);
+        }
+        request
+    };
+    let own = format!("http://{}", app.authority);
+    let (host, port) = app.authority.rsplit_once(':').unwrap();
+    for origins in [
+        vec!["https://evil.example".to_owned()],
+        // The same host over another scheme, or another port.
+        vec![format!("https://{}", app.authority)],
+        vec![format!(
+            "http://{host}:{}",
+            port.parse::<u16>().unwrap() + 1
+        )],
+        vec!["null".to_owned()],
+        // Two Origin headers, whatever they say.
+        vec![own.clone(), own.clone()],
+        vec![own.clone(), "https://evil.example".to_owned()],
+    ] {
+        let list: Vec<&str> = origins.iter().map(String::as_str).collect();
+        let (status, _, body) = app.send(write(&list)).await;
+        assert_eq!(
+            status,
+            403,
+            "{origins:?}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    for origin in [
+        own.clone(),
+        own.to_uppercase().replace("HTTP://", "http://"),
+    ] {
+        assert_eq!(app.send(write(&[&origin])).await.0, 204, "{origin}");
+    }
+    // Without Origin (not a browser, or a same-origin request that omits it).
+    assert_eq!(app.send(write(&[])).await.0, 204);
+}
+
+#[tokio::test]
+async fn configured_origins_bound_writes_and_streams() {
+    let app = start(&["--store", "memory", "--origin", "https://app.example"]);
+    let alice = app.login("alice").await;
+    let write = |origin: &str| {
+        Request::new("POST", "/api/notifications/read-all")
+            .header("cookie", &alice)
+            .header("origin", origin)
+    };
+    assert_eq!(app.send(write("https://app.example")).await.0, 204);
+    assert_eq!(
+        app.send(write(&format!("http://{}", app.authority)))
+            .await
+            .0,
+        403
+    );
+    let stream = |origin: &str| {
+        Request::get("/api/notifications/stream")
+            .header("cookie", &alice)
+            .header("origin", origin)
+    };
+    assert_eq!(app.send(stream("https://evil.example")).await.0, 403);
+    assert_eq!(app.send(stream("http://app.example")).await.0, 403);
+    assert_eq!(app.send(stream("https://APP.example")).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_page_and_api_carry_security_headers() {
+    let app = memory_app();
+    for path in ["/", "/app.js", "/api/notifications/unread-count"] {
+        let (_, response, _) = app.send(Request::get(path)).await;
+        let csp = response
+            .header("content-security-policy")
+            .unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp:?}");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp:?}");
+        assert_eq!(response.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(
+            response.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_access_is_configurable() {
+    let off = start(&["--store", "memory", "--metrics", "off"]);
+    assert_eq!(off.send(Request::get("/metrics")).await.0, 404);
+    let guarded = start(&["--store", "memory", "--metrics", "bearer:s3cret"]);
+    assert_eq!(guarded.send(Request::get("/metrics")).await.0, 401);
+    let wrong = Request::get("/metrics").header("authorization", "Bearer nope");
+    assert_eq!(guarded.send(wrong).await.0, 401);
+    let right = Request::get("/metrics").header("authorization", "Bearer s3cret");
+    let (status, _, body) = guarded.send(right).await;
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("sse_active_connections")
+    );
 }
 
 #[tokio::test]
@@ -539,9 +862,27 @@ async fn metrics_healthz_and_the_page_are_served() {
         "sse_disconnects_total{cause=\"client_gone\"}",
         "sse_published_total",
         "sse_auth_failures_total",
+        "# TYPE sse_stream_duration_seconds histogram",
     ] {
         assert!(text.contains(metric), "/metrics lacks {metric}:\n{text}");
     }
+    // A closed stream's duration lands in the histogram's buckets (the
+    // exporter drains histograms at its upkeep, every 5 s).
+    let short = app.stream(&alice, None).await;
+    drop(short);
+    let mut counted = String::new();
+    for _ in 0..100 {
+        let (_, _, body) = app.send(Request::get("/metrics")).await;
+        counted = String::from_utf8(body).unwrap();
+        if counted.contains("sse_stream_duration_seconds_count 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        counted.contains("sse_stream_duration_seconds_count 1"),
+        "no stream duration recorded:\n{counted}"
+    );
     assert_eq!(app.send(Request::get("/healthz")).await.2, b"ok\n");
     let (status, response, page) = app.send(Request::get("/")).await;
     assert_eq!(status, 200);
@@ -554,7 +895,7 @@ async fn metrics_healthz_and_the_page_are_served() {
     assert!(
         String::from_utf8(page)
             .unwrap()
-            .contains("<script src=\"/app.js\">")
+            .contains("<script type=\"module\" src=\"/app.js\">")
     );
     let (status, response, _) = app.send(Request::get("/app.js")).await;
     assert_eq!(

@@ -2,7 +2,7 @@
 //! opened and closed cleanly, aborted, held, fed junk, while notifications
 //! keep being created. At the end: no stream or hub registration left,
 //! memory back near the baseline, and every notification still replayable
-//! from `Last-Event-ID: 0`.
+//! from the cursor the run started at, once and in order.
 //!
 //! 30 s by default; `SOAK_SECS=300 scripts/soak` runs it for 5 minutes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -63,6 +63,17 @@ async fn churn_leaks_nothing_and_loses_nothing() {
     }
     support::wait_for_streams(&authority, 0).await;
     let baseline = support::rss_kib(pid);
+    // Where the log stands before the run: its `connected` event says.
+    let start = {
+        let mut stream = Request::get("/api/notifications/stream")
+            .header("cookie", &cookies[0])
+            .send(&authority)
+            .await
+            .unwrap();
+        let connected = stream.next_event(Duration::from_secs(2)).await.unwrap();
+        assert_eq!(connected.event_type, "connected");
+        connected.last_event_id
+    };
 
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let running_flag = Arc::new(AtomicBool::new(true));
@@ -165,29 +176,51 @@ async fn churn_leaks_nothing_and_loses_nothing() {
         "RSS grew from {baseline} KiB to {after} KiB"
     );
 
-    // Every notification is still replayable, once and in order.
+    // Every notification is still replayable from where the run started,
+    // once and in order (titles carry the publisher's sequence number).
+    let position = |id: &str| -> u64 {
+        id.rsplit_once('.')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| panic!("not a cursor: {id:?}"))
+    };
     for (user, count) in created {
         let mut stream = Request::get("/api/notifications/stream")
             .header("cookie", &cookies[user])
-            .header("last-event-id", "0")
+            .header("last-event-id", &start)
             .send(&authority)
             .await
             .unwrap();
+        let connected = stream.next_event(Duration::from_secs(2)).await.unwrap();
+        assert_eq!(connected.event_type, "connected");
         assert_eq!(
-            stream
-                .next_event(Duration::from_secs(2))
-                .await
-                .unwrap()
-                .event_type,
-            "connected"
+            connected.last_event_id, start,
+            "soak-{user}: resumed elsewhere"
         );
-        for expected in 1..=count {
+        let (mut last_position, mut last_title) = (position(&start), None::<u64>);
+        for _ in 0..count {
             let event = stream.next_event(Duration::from_secs(5)).await.unwrap();
-            assert_eq!(
-                event.last_event_id,
-                expected.to_string(),
+            assert_eq!(event.event_type, "notification", "soak-{user}: {event:?}");
+            let at = position(&event.last_event_id);
+            assert!(at > last_position, "soak-{user}: replay reordered a change");
+            last_position = at;
+            let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+            assert_eq!(data["type"], "created", "soak-{user}: {data}");
+            let title: u64 = data["notification"]["title"]
+                .as_str()
+                .and_then(|t| t.strip_prefix("soak "))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("soak-{user}: {data}"));
+            assert!(
+                last_title.is_none_or(|last| title > last),
                 "soak-{user}: replay lost or reordered a change"
             );
+            last_title = Some(title);
         }
+        // And nothing more: the next thing on the stream is a heartbeat.
+        let next = stream.next_item(Duration::from_millis(200)).await;
+        assert!(
+            !matches!(&next, Ok(Some(sse_conformance::parser::Item::Event(_)))),
+            "soak-{user}: replayed more than was created: {next:?}"
+        );
     }
 }

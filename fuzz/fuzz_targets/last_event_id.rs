@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
-use sse_core::{CookieSessionAuthenticator, EventId, InMemorySessions, Principal};
+use sse_core::{CookieSessionAuthenticator, Cursor, InMemorySessions, Principal};
 use sse_tower::SseService;
 use tower::ServiceExt;
 
@@ -36,7 +36,7 @@ struct Input {
 fuzz_target!(|input: Input| {
     // The pure pieces first.
     if let Some(value) = &input.last_event_id {
-        let _ = EventId::parse_header(value);
+        let _ = Cursor::parse_header(value);
     }
     let _ = sse_core::query::param(&input.query, "lastEventId");
 

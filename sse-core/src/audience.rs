@@ -53,6 +53,58 @@ impl Audience {
         Self::Topic(topic.into())
     }
 
+    /// Whether events to this audience are kept in the event log and
+    /// replayed: user, group, topic and everyone are; session and
+    /// connection events are ephemeral (see [`crate::log`]).
+    ///
+    /// ```
+    /// use sse_core::Audience;
+    /// assert!(Audience::group("acme").is_durable());
+    /// assert!(!Audience::session("s-1").is_durable());
+    /// ```
+    pub fn is_durable(&self) -> bool {
+        matches!(
+            self,
+            Self::User(_) | Self::Group(_) | Self::Topic(_) | Self::Everyone
+        )
+    }
+
+    /// The durable audience as one string, as logs store and index it:
+    /// `u:<user>`, `g:<group>`, `t:<topic>` or `*`. The kind sits at a fixed
+    /// position, so no name (a topic called `u:alice`, say) can spell
+    /// another audience's key. `None` for ephemeral audiences.
+    ///
+    /// ```
+    /// use sse_core::Audience;
+    /// assert_eq!(Audience::topic("u:alice").key().as_deref(), Some("t:u:alice"));
+    /// assert_eq!(Audience::from_key("t:u:alice"), Some(Audience::topic("u:alice")));
+    /// assert_eq!(Audience::Everyone.key().as_deref(), Some("*"));
+    /// assert_eq!(Audience::session("s").key(), None);
+    /// ```
+    pub fn key(&self) -> Option<String> {
+        Some(match self {
+            Self::User(user) => format!("u:{user}"),
+            Self::Group(group) => format!("g:{group}"),
+            Self::Topic(topic) => format!("t:{topic}"),
+            Self::Everyone => "*".to_owned(),
+            Self::Session(_) | Self::Connection(_) => return None,
+        })
+    }
+
+    /// The audience a [`key`](Self::key) names.
+    pub fn from_key(key: &str) -> Option<Self> {
+        if key == "*" {
+            return Some(Self::Everyone);
+        }
+        let (kind, name) = key.split_once(':')?;
+        Some(match kind {
+            "u" => Self::user(name),
+            "g" => Self::group(name),
+            "t" => Self::topic(name),
+            _ => return None,
+        })
+    }
+
     /// Whether a connection of `principal` belongs to this audience.
     ///
     /// This is the reference semantics hubs implement with indexes; it is not

@@ -33,6 +33,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::Cursor;
+
 /// A server-sent event, encoded once into shareable bytes.
 ///
 /// Build one with [`Event::builder`], [`Event::json`] or [`Event::comment`].
@@ -42,7 +44,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub struct Event {
     frame: Bytes,
     id: Option<Range<u32>>,
-    seq: Option<u64>,
+    cursor: Option<Cursor>,
     disconnect: bool,
 }
 
@@ -73,6 +75,12 @@ pub enum EventError {
     /// crate encodes them.
     #[error("not an encoded event: {0}")]
     InvalidFrame(&'static str),
+    /// An event given to a log already has an id; the log assigns ids
+    /// (its position in the history).
+    #[error(
+        "an event stored in the log may not carry an id of its own (it has {0:?}); the log assigns it"
+    )]
+    AlreadyHasId(String),
 }
 
 impl Event {
@@ -139,7 +147,6 @@ impl Event {
     /// let sent = Event::builder().id("7").event("notification").data("a\nb").build()?;
     /// let received = Event::from_encoded(sent.frame().clone())?;
     /// assert_eq!(received, sent);
-    /// assert_eq!(received.event_id(), Some(sse_core::EventId(7)));
     /// assert!(Event::from_encoded("data: a\n\ndata: b\n\n".into()).is_err());
     /// # Ok::<(), sse_core::EventError>(())
     /// ```
@@ -186,11 +193,10 @@ impl Event {
         if body.is_empty() {
             return Err(EventError::Empty);
         }
-        let seq = id
+        let cursor = id
             .as_ref()
             .and_then(|range| std::str::from_utf8(&frame[range.clone()]).ok())
-            .and_then(|text| text.parse::<crate::EventId>().ok())
-            .map(crate::EventId::get);
+            .and_then(|text| text.parse::<Cursor>().ok());
         let id = id.map(|range| {
             // `frame.len()` fits in u32, checked above.
             u32::try_from(range.start).unwrap_or(u32::MAX)
@@ -199,7 +205,7 @@ impl Event {
         Ok(Event {
             frame,
             id,
-            seq,
+            cursor,
             disconnect: false,
         })
     }
@@ -220,7 +226,7 @@ impl Event {
         Self {
             frame: Bytes::new(),
             id: None,
-            seq: None,
+            cursor: None,
             disconnect: true,
         }
     }
@@ -254,20 +260,58 @@ impl Event {
         std::str::from_utf8(bytes).ok()
     }
 
-    /// The id as a store sequence number, when it is one (canonical decimal).
-    ///
-    /// Streams use it to skip live events already sent during replay.
+    /// The id as a log position, when it is one: the event is durable, and
+    /// streams use this to resume and to skip what they already sent.
     ///
     /// ```
-    /// use sse_core::{Event, EventId};
-    /// let stored = Event::builder().id("42").data("x").build()?;
-    /// assert_eq!(stored.event_id(), Some(EventId(42)));
-    /// let opaque = Event::builder().id("abc").data("x").build()?;
-    /// assert_eq!(opaque.event_id(), None);
+    /// use sse_core::{Cursor, Event};
+    /// let stored = Event::builder().id("abcdefgh.42").data("x").build()?;
+    /// assert_eq!(stored.cursor().map(Cursor::position), Some(42));
+    /// let opaque = Event::builder().id("42").data("x").build()?;
+    /// assert_eq!(opaque.cursor(), None);
     /// # Ok::<(), sse_core::EventError>(())
     /// ```
-    pub fn event_id(&self) -> Option<crate::EventId> {
-        self.seq.map(crate::EventId)
+    pub fn cursor(&self) -> Option<Cursor> {
+        self.cursor
+    }
+
+    /// This event with `cursor` as its `id:`, as a log stores it: the id
+    /// line goes in front of the encoded fields (field order does not
+    /// matter to a parser), in one new allocation.
+    ///
+    /// Fails with [`EventError::AlreadyHasId`] if the event has an id, and
+    /// [`EventError::Empty`] for [`Event::disconnect`], which is never stored.
+    ///
+    /// ```
+    /// use sse_core::{Cursor, Event};
+    /// let cursor: Cursor = "abcdefgh.7".parse()?;
+    /// let event = Event::builder().event("job.progress").data("50").build()?;
+    /// let stored = event.with_cursor(cursor)?;
+    /// assert_eq!(&stored.frame()[..], b"id: abcdefgh.7\nevent: job.progress\ndata: 50\n\n");
+    /// assert_eq!(stored.cursor(), Some(cursor));
+    /// assert!(stored.with_cursor(cursor).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_cursor(&self, cursor: Cursor) -> Result<Event, EventError> {
+        if self.disconnect {
+            return Err(EventError::Empty);
+        }
+        if let Some(id) = self.id() {
+            return Err(EventError::AlreadyHasId(id.to_owned()));
+        }
+        let id = cursor.to_string();
+        let mut frame = BytesMut::with_capacity(4 + id.len() + 1 + self.frame.len());
+        frame.put_slice(b"id: ");
+        frame.put_slice(id.as_bytes());
+        frame.put_u8(b'\n');
+        frame.put_slice(&self.frame);
+        let end = 4 + id.len();
+        Ok(Event {
+            frame: frame.freeze(),
+            id: Some(4..u32::try_from(end).unwrap_or(u32::MAX)),
+            cursor: Some(cursor),
+            disconnect: false,
+        })
     }
 }
 
@@ -350,15 +394,15 @@ impl EventBuilder {
         if let Some(error) = self.json_error {
             return Err(EventError::Json(error));
         }
-        if let Some(id) = &self.id {
-            if let Some(bad) = forbidden(id, true) {
-                return Err(EventError::InvalidId(bad));
-            }
+        if let Some(id) = &self.id
+            && let Some(bad) = forbidden(id, true)
+        {
+            return Err(EventError::InvalidId(bad));
         }
-        if let Some(name) = &self.event {
-            if let Some(bad) = forbidden(name, false) {
-                return Err(EventError::InvalidEventName(bad));
-            }
+        if let Some(name) = &self.event
+            && let Some(bad) = forbidden(name, false)
+        {
+            return Err(EventError::InvalidEventName(bad));
         }
         if self.id.is_none()
             && self.data.is_none()
@@ -424,15 +468,11 @@ impl EventBuilder {
             }
         }
         buf.put_u8(b'\n');
-        let seq = self
-            .id
-            .as_deref()
-            .and_then(|id| id.parse::<crate::EventId>().ok())
-            .map(crate::EventId::get);
+        let cursor = self.id.as_deref().and_then(|id| id.parse::<Cursor>().ok());
         Event {
             frame: buf.freeze(),
             id: id_range,
-            seq,
+            cursor,
             disconnect: false,
         }
     }
@@ -511,7 +551,7 @@ mod tests {
             ": hi\n: there\nretry: 1500\nid: 9\nevent: notification\ndata: x\n\n"
         );
         assert_eq!(event.id(), Some("9"));
-        assert_eq!(event.event_id(), Some(crate::EventId(9)));
+        assert_eq!(event.cursor(), None);
     }
 
     #[test]
@@ -519,7 +559,7 @@ mod tests {
         let event = Event::builder().id(" 1").data("  x").build().unwrap();
         assert_eq!(frame(&event), "id:  1\ndata:   x\n\n");
         assert_eq!(event.id(), Some(" 1"));
-        assert_eq!(event.event_id(), None);
+        assert_eq!(event.cursor(), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Identifiers: who is connected ([`UserId`], [`SessionId`], [`GroupId`],
-//! [`Topic`]), which connection ([`ConnectionId`]) and which event or
-//! notification ([`EventId`], [`NotificationId`]).
+//! [`Topic`]), which connection ([`ConnectionId`]) and which notification
+//! ([`NotificationId`]). Positions in the event log are
+//! [`Cursor`](crate::Cursor)s.
 //!
 //! String identifiers wrap an `Arc<str>`: the hub keeps one key per
 //! connection in several indexes, and cloning a key must not copy it.
@@ -152,23 +153,6 @@ macro_rules! number_id {
 }
 
 number_id! {
-    /// The id of a change event, assigned by a [`NotificationStore`](crate::NotificationStore).
-    ///
-    /// Consecutive per recipient in the order events become visible;
-    /// it is what the stream sends as the SSE `id:` and what a reconnecting
-    /// client sends back as `Last-Event-ID`.
-    ///
-    /// ```
-    /// use sse_core::EventId;
-    /// let id: EventId = "42".parse()?;
-    /// assert_eq!(id, EventId(42));
-    /// assert!("4 2".parse::<EventId>().is_err());
-    /// # Ok::<(), sse_core::id::ParseIdError>(())
-    /// ```
-    EventId
-}
-
-number_id! {
     /// The id of a stored notification, unique within its store.
     ///
     /// ```
@@ -179,38 +163,93 @@ number_id! {
     NotificationId
 }
 
-number_id! {
-    /// One live connection (one subscription to a hub).
-    ///
-    /// Unique within a hub; hubs that span nodes make it unique across them.
-    ///
-    /// ```
-    /// use sse_core::ConnectionId;
-    /// assert_eq!(ConnectionId(9).to_string(), "9");
-    /// ```
-    ConnectionId
+/// One live connection (one subscription to a hub), unique across every
+/// node that shares the hub.
+///
+/// 128 bits: the node the connection lives on (64 bits; random per
+/// [`InMemoryHub`](crate::InMemoryHub), and claimed exclusively by hubs
+/// that span nodes, such as `sse-redis`'s) and a per-node counter that
+/// never repeats. [`Audience::Connection`](crate::Audience::Connection)
+/// therefore reaches that one connection and never another node's.
+/// Written as 32 lowercase hex digits.
+///
+/// ```
+/// use sse_core::ConnectionId;
+/// let id = ConnectionId::new(0xabc, 9);
+/// assert_eq!(id.to_string(), "0000000000000abc0000000000000009");
+/// assert_eq!(id.to_string().parse::<ConnectionId>()?, id);
+/// assert_eq!((id.node(), id.seq()), (0xabc, 9));
+/// # Ok::<(), sse_core::id::ParseIdError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(u128);
+
+impl ConnectionId {
+    /// The `seq`-th connection of node `node`.
+    pub const fn new(node: u64, seq: u64) -> Self {
+        Self(((node as u128) << 64) | seq as u128)
+    }
+
+    /// The node the connection lives on.
+    pub const fn node(self) -> u64 {
+        (self.0 >> 64) as u64
+    }
+
+    /// The connection's number on its node.
+    pub const fn seq(self) -> u64 {
+        self.0 as u64
+    }
+
+    /// The id as one 128-bit number.
+    pub const fn get(self) -> u128 {
+        self.0
+    }
 }
 
-impl EventId {
-    /// Parses a `Last-Event-ID` value sent by a client, which may be any bytes.
-    ///
-    /// Only the canonical decimal form this crate emits is accepted; anything
-    /// else (junk, non-UTF-8, oversized) is an error, never a panic.
-    ///
-    /// ```
-    /// use sse_core::EventId;
-    /// assert_eq!(EventId::parse_header(b"17"), Ok(EventId(17)));
-    /// assert!(EventId::parse_header(b"\xff\xfe").is_err());
-    /// assert!(EventId::parse_header(&[b'9'; 65536]).is_err());
-    /// ```
-    pub fn parse_header(value: &[u8]) -> Result<Self, ParseIdError> {
-        parse_decimal(value).map(Self)
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnectionId({:032x})", self.0)
+    }
+}
+
+impl FromStr for ConnectionId {
+    type Err = ParseIdError;
+
+    /// Parses the 32 hex digits [`Display`](fmt::Display) writes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParseIdError);
+        }
+        u128::from_str_radix(s, 16)
+            .map(Self)
+            .map_err(|_| ParseIdError)
+    }
+}
+
+impl serde::Serialize for ConnectionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ConnectionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
 /// A string is not the canonical decimal form of an id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("not a valid id: expected 1 to 20 ASCII digits fitting in a u64")]
+#[error(
+    "not a valid id: expected the form this crate writes (decimal digits fitting in a u64, or 32 hex digits for a connection)"
+)]
 pub struct ParseIdError;
 
 fn parse_decimal(bytes: &[u8]) -> Result<u64, ParseIdError> {
@@ -233,10 +272,10 @@ mod tests {
 
     #[test]
     fn decimal_ids_parse_strictly() {
-        assert_eq!("0".parse::<EventId>(), Ok(EventId(0)));
+        assert_eq!("0".parse::<NotificationId>(), Ok(NotificationId(0)));
         assert_eq!(
-            "18446744073709551615".parse::<EventId>(),
-            Ok(EventId(u64::MAX))
+            "18446744073709551615".parse::<NotificationId>(),
+            Ok(NotificationId(u64::MAX))
         );
         for bad in [
             "",
@@ -248,7 +287,7 @@ mod tests {
             "18446744073709551616",
             "000000000000000000001",
         ] {
-            assert_eq!(bad.parse::<EventId>(), Err(ParseIdError), "{bad:?}");
+            assert_eq!(bad.parse::<NotificationId>(), Err(ParseIdError), "{bad:?}");
         }
     }
 

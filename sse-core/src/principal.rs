@@ -1,14 +1,21 @@
 //! [`Principal`]: who is on the other end of a connection.
 
 use std::sync::{Arc, LazyLock};
+use std::time::SystemTime;
 
-use crate::{GroupId, SessionId, Topic, UserId};
+use crate::{Audience, GroupId, SessionId, Topic, UserId};
 
 /// Who is connected: a user, optionally one of their sessions, the groups
-/// they belong to and the topics they may read.
+/// they belong to, the topics they may read and when their credentials
+/// expire.
+///
+/// A principal with an [expiry](Self::with_expiry) is refused once it has
+/// passed, and its stream ends at that instant with a `retry:` hint, so
+/// the client comes back at once and authenticates again (with a fresh
+/// token, or not at all).
 ///
 /// An authenticator produces it; the hub indexes the connection under each
-/// of these keys, so an [`Audience`](crate::Audience) reaches it directly.
+/// of these keys, so an [`Audience`] reaches it directly.
 /// Cloning is cheap: every part is reference counted.
 ///
 /// ```
@@ -26,6 +33,7 @@ use crate::{GroupId, SessionId, Topic, UserId};
 pub struct Principal {
     user: UserId,
     session: Option<SessionId>,
+    expires_at: Option<SystemTime>,
     // Groups and topics share one allocation, and principals without any
     // share one empty value: the hub keeps a principal per connection.
     scopes: Arc<Scopes>,
@@ -45,6 +53,7 @@ impl Principal {
         Self {
             user: user.into(),
             session: None,
+            expires_at: None,
             scopes: NO_SCOPES.clone(),
         }
     }
@@ -81,6 +90,35 @@ impl Principal {
         self
     }
 
+    /// Sets when the credentials this principal authenticated with stop
+    /// being valid (a token's `exp`, a session's end).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use sse_core::Principal;
+    ///
+    /// let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
+    /// let bob = Principal::new("bob").with_expiry(in_an_hour);
+    /// assert_eq!(bob.expires_at(), Some(in_an_hour));
+    /// assert!(!bob.is_expired());
+    /// assert!(Principal::new("eve").with_expiry(SystemTime::UNIX_EPOCH).is_expired());
+    /// ```
+    #[must_use]
+    pub fn with_expiry(mut self, expires_at: SystemTime) -> Self {
+        self.expires_at = Some(expires_at);
+        self
+    }
+
+    /// When the credentials stop being valid, if they do.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    /// Whether the credentials have expired by now.
+    pub fn is_expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| at <= SystemTime::now())
+    }
+
     /// The user.
     pub fn user(&self) -> &UserId {
         &self.user
@@ -105,6 +143,30 @@ impl Principal {
     /// Whether `topic` is among the topics this principal may read.
     pub fn may_read(&self, topic: &Topic) -> bool {
         self.scopes.topics.contains(topic)
+    }
+
+    /// Whether a connection of this principal receives events to
+    /// `audience` (see [`Audience::matches`]).
+    pub fn reads(&self, audience: &Audience) -> bool {
+        audience.matches(self)
+    }
+
+    /// The durable audiences this principal reads, whose history a stream
+    /// replays: its user, its groups, its topics and everyone.
+    ///
+    /// ```
+    /// use sse_core::{Audience, Principal};
+    /// let bob = Principal::new("bob").with_groups(["acme"]).with_topics(["deploys"]);
+    /// let audiences: Vec<Audience> = bob.durable_audiences().collect();
+    /// assert_eq!(audiences, [
+    ///     Audience::user("bob"), Audience::group("acme"), Audience::topic("deploys"), Audience::Everyone,
+    /// ]);
+    /// ```
+    pub fn durable_audiences(&self) -> impl Iterator<Item = Audience> + '_ {
+        std::iter::once(Audience::User(self.user.clone()))
+            .chain(self.groups().iter().cloned().map(Audience::Group))
+            .chain(self.topics().iter().cloned().map(Audience::Topic))
+            .chain(std::iter::once(Audience::Everyone))
     }
 }
 

@@ -1,6 +1,7 @@
 //! InMemoryHub behaviour users rely on beyond the generic hub suite:
 //! nothing left behind after churn, and exact targeting for arbitrary
 //! principals and audiences under concurrent publishers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -64,7 +65,8 @@ async fn a_full_subscriber_never_blocks_publish() {
         .expect("publish waited on a subscriber that does not read");
     assert_eq!(stuck.recv().await.unwrap_err(), RecvError::Lagged);
     for i in 0..5_000 {
-        assert_eq!(healthy.recv().await.unwrap().event_id().unwrap().get(), i);
+        let event = healthy.recv().await.unwrap();
+        assert_eq!(event.id(), Some(i.to_string().as_str()));
     }
     assert_eq!(hub.stats().lagged, 1);
 }
@@ -75,8 +77,7 @@ fn publishing_to_one_user_touches_only_their_queues() {
     let subscriptions: Vec<_> = (0..10_000)
         .map(|i| hub.subscribe_now(&Principal::new(format!("u{i}")), 1))
         .collect();
-    let delivered = hub.deliver(&Audience::user("u42"), &Event::comment("x"));
-    assert_eq!(delivered, 1);
+    hub.deliver(&Audience::user("u42"), &Event::comment("x"));
     assert_eq!(hub.stats().enqueued, 1);
     drop(subscriptions);
     assert_eq!(hub.index_entries(), 0);
@@ -139,9 +140,11 @@ fn audience(t: &Target, ids: &[ConnectionId]) -> Audience {
         Target::Session(s) => Audience::session(format!("s{s}")),
         Target::Group(g) => Audience::group(format!("g{g}")),
         Target::Topic(t) => Audience::topic(format!("t{t}")),
-        Target::Connection(i) => {
-            Audience::Connection(ids.get(*i).copied().unwrap_or(ConnectionId(u64::MAX)))
-        }
+        Target::Connection(i) => Audience::Connection(
+            ids.get(*i)
+                .copied()
+                .unwrap_or(ConnectionId::new(u64::MAX, u64::MAX)),
+        ),
         Target::Everyone => Audience::Everyone,
     }
 }
@@ -234,4 +237,134 @@ async fn closing_tabs_in_any_order_keeps_the_others_reachable() {
         }
     }
     assert_eq!(hub.index_entries(), 0);
+}
+
+mod durable_order {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sse_core::{
+        Audience, Event, EventLog, Hub, InMemoryHub, InMemoryLog, Principal, RecvError,
+    };
+
+    async fn stored(log: &InMemoryLog, audiences: &[Audience]) -> Vec<Event> {
+        let events: Vec<(Audience, Event)> = audiences
+            .iter()
+            .map(|a| (a.clone(), Event::builder().data("x").build().unwrap()))
+            .collect();
+        log.append(&events).await.unwrap()
+    }
+
+    async fn positions(sub: &mut sse_core::Subscription, n: usize) -> Vec<u64> {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            let event = tokio::time::timeout(Duration::from_secs(2), sub.recv())
+                .await
+                .expect("an event")
+                .expect("no error");
+            got.push(event.cursor().unwrap().position());
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn durable_events_published_out_of_order_arrive_in_order() {
+        let log = InMemoryLog::new();
+        let hub = InMemoryHub::new();
+        hub.attach_log(Arc::new(log.clone()));
+        let bob = Principal::new("bob").with_groups(["acme"]);
+        let mut sub = hub.subscribe(&bob, 64).await.unwrap();
+        let events = stored(
+            &log,
+            &[
+                Audience::user("bob"),
+                Audience::group("acme"),
+                Audience::user("bob"),
+            ],
+        )
+        .await;
+        // Three publishers finish in the reverse order of their appends.
+        hub.publish(&Audience::user("bob"), &events[2])
+            .await
+            .unwrap();
+        hub.publish(&Audience::group("acme"), &events[1])
+            .await
+            .unwrap();
+        hub.publish(&Audience::user("bob"), &events[0])
+            .await
+            .unwrap();
+        let start = events[0].cursor().unwrap().position();
+        assert_eq!(positions(&mut sub, 3).await, [start, start + 1, start + 2]);
+    }
+
+    #[tokio::test]
+    async fn a_position_that_never_arrives_is_read_from_the_log() {
+        let log = InMemoryLog::new();
+        let hub = InMemoryHub::new().gap_wait(Duration::from_millis(20));
+        hub.attach_log(Arc::new(log.clone()));
+        let mut sub = hub.subscribe(&Principal::new("bob"), 64).await.unwrap();
+        let events = stored(&log, &[Audience::user("bob"), Audience::Everyone]).await;
+        // The publisher of the first event crashed before publishing it.
+        hub.publish(&Audience::Everyone, &events[1]).await.unwrap();
+        let start = events[0].cursor().unwrap().position();
+        assert_eq!(positions(&mut sub, 2).await, [start, start + 1]);
+    }
+
+    #[tokio::test]
+    async fn without_a_log_a_lost_position_makes_streams_catch_up() {
+        let hub = InMemoryHub::new().gap_wait(Duration::from_millis(20));
+        let log = InMemoryLog::new();
+        let mut sub = hub.subscribe(&Principal::new("bob"), 64).await.unwrap();
+        let events = stored(
+            &log,
+            &[
+                Audience::user("bob"),
+                Audience::user("bob"),
+                Audience::user("bob"),
+            ],
+        )
+        .await;
+        hub.publish(&Audience::user("bob"), &events[0])
+            .await
+            .unwrap();
+        hub.publish(&Audience::user("bob"), &events[2])
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(2), sub.recv())
+            .await
+            .unwrap();
+        assert_eq!(first.unwrap(), events[0]);
+        let second = tokio::time::timeout(Duration::from_secs(2), sub.recv())
+            .await
+            .unwrap();
+        assert_eq!(second, Err(RecvError::Missed));
+        let third = tokio::time::timeout(Duration::from_secs(2), sub.recv())
+            .await
+            .unwrap();
+        assert_eq!(third.unwrap(), events[2]);
+    }
+
+    #[tokio::test]
+    async fn a_hub_started_after_events_were_logged_skips_none_a_stream_needs() {
+        let log = InMemoryLog::new();
+        let early = stored(&log, &[Audience::user("bob"), Audience::user("bob")]).await;
+        let hub = InMemoryHub::new();
+        hub.attach_log(Arc::new(log.clone()));
+        let mut sub = hub.subscribe(&Principal::new("bob"), 64).await.unwrap();
+        // A late publish of an event from before this subscription (it was
+        // in the stream's replay) is dropped; later ones arrive in order,
+        // even when the first of them is published last.
+        let later = stored(&log, &[Audience::user("bob"), Audience::user("bob")]).await;
+        hub.publish(&Audience::user("bob"), &early[1])
+            .await
+            .unwrap();
+        hub.publish(&Audience::user("bob"), &later[1])
+            .await
+            .unwrap();
+        hub.publish(&Audience::user("bob"), &later[0])
+            .await
+            .unwrap();
+        let start = later[0].cursor().unwrap().position();
+        assert_eq!(positions(&mut sub, 2).await, [start, start + 1]);
+    }
 }

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use sse_core::log::Replay;
 use sse_core::{
-    Audience, Event, EventId, Hub, HubError, InMemoryHub, InMemoryStore, NewNotification,
-    NotificationStore, Notifier, NotifyError, Principal, Replay, Subscription,
+    Audience, Event, EventLog, Hub, HubError, InMemoryHub, InMemoryLog, InMemoryStore,
+    NewNotification, Notifier, NotifyError, Principal, Subscription,
 };
 
 struct DownHub;
@@ -18,13 +19,17 @@ impl Hub for DownHub {
     async fn publish(&self, _: &Audience, _: &Event) -> Result<(), HubError> {
         Err(HubError::Unavailable("down".into()))
     }
+    fn stats(&self) -> sse_core::HubStats {
+        sse_core::HubStats::default()
+    }
 }
 
 #[tokio::test]
 async fn every_operation_publishes_its_change_to_the_user() {
     let hub = InMemoryHub::new();
     let store = InMemoryStore::new();
-    let notifier = Notifier::new(Arc::new(store.clone()), Arc::new(hub.clone()));
+    let notifier = Notifier::with_store(Arc::new(store.clone()), Arc::new(hub.clone()));
+    let start = store.head().await.unwrap().position();
     let mut tab = hub.subscribe(&Principal::new("bob"), 64).await.unwrap();
     let mut other = hub.subscribe(&Principal::new("eve"), 64).await.unwrap();
 
@@ -53,7 +58,7 @@ async fn every_operation_publishes_its_change_to_the_user() {
         let json = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
         let value: serde_json::Value = serde_json::from_str(json).unwrap();
         kinds.push((
-            event.event_id().unwrap().get(),
+            event.cursor().unwrap().position() - start,
             value["type"].as_str().unwrap().to_owned(),
             value["unreadCount"].as_u64().unwrap(),
         ));
@@ -79,12 +84,13 @@ async fn every_operation_publishes_its_change_to_the_user() {
 #[tokio::test]
 async fn a_failed_publish_still_leaves_the_change_stored() {
     let store = InMemoryStore::new();
-    let notifier = Notifier::new(Arc::new(store.clone()), Arc::new(DownHub));
+    let start = store.head().await.unwrap();
+    let notifier = Notifier::with_store(Arc::new(store.clone()), Arc::new(DownHub));
     let error = notifier
         .notify(NewNotification::new("bob", "hi"))
         .await
         .unwrap_err();
-    let NotifyError::Publish { change, .. } = &error else {
+    let NotifyError::Publish { event, .. } = &error else {
         panic!("expected a publish error, got {error}");
     };
     assert!(
@@ -93,16 +99,22 @@ async fn a_failed_publish_still_leaves_the_change_stored() {
             .contains("clients will receive it on replay")
     );
     let replay = store
-        .since(&Principal::new("bob"), EventId(0), 10)
+        .since(&Principal::new("bob"), start, 10)
         .await
         .unwrap();
-    assert_eq!(replay, Replay::Changes(vec![(**change).clone()]));
+    assert_eq!(
+        replay,
+        Replay::Events {
+            events: vec![event.clone()],
+            head: event.cursor().unwrap()
+        }
+    );
 }
 
 #[tokio::test]
 async fn invalid_input_is_neither_stored_nor_published() {
     let hub = InMemoryHub::new();
-    let notifier = Notifier::new(Arc::new(InMemoryStore::new()), Arc::new(hub.clone()));
+    let notifier = Notifier::with_store(Arc::new(InMemoryStore::new()), Arc::new(hub.clone()));
     let mut tab = hub.subscribe(&Principal::new("bob"), 4).await.unwrap();
     let error = notifier
         .notify(NewNotification::new("bob", ""))
@@ -113,4 +125,35 @@ async fn invalid_input_is_neither_stored_nor_published() {
         NotifyError::Store(sse_core::StoreError::Invalid { field: "title", .. })
     ));
     assert!(tab.try_recv().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_notifier_without_a_store_publishes_app_events_and_refuses_inbox_calls() {
+    let hub = InMemoryHub::new();
+    let log = InMemoryLog::new();
+    let notifier = Notifier::new(Arc::new(log.clone()), Arc::new(hub.clone()));
+    let mut member = hub
+        .subscribe(&Principal::new("bob").with_groups(["acme"]), 8)
+        .await
+        .unwrap();
+    let event = Event::builder()
+        .event("job.progress")
+        .json_data(&serde_json::json!({"done": 3}))
+        .build()
+        .unwrap();
+    let stored = notifier
+        .publish(&Audience::group("acme"), &event)
+        .await
+        .unwrap();
+    assert_eq!(member.recv().await.unwrap(), stored);
+    assert_eq!(stored.cursor(), Some(log.head().await.unwrap()));
+    assert!(matches!(
+        notifier.notify(NewNotification::new("bob", "x")).await,
+        Err(NotifyError::NoInbox)
+    ));
+    // Session events are not durable: publish refuses them.
+    assert!(matches!(
+        notifier.publish(&Audience::session("s"), &event).await,
+        Err(NotifyError::Store(_))
+    ));
 }

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use sse_core::{ConnectionId, Principal, RecvError, StoreError, Subscription};
+use sse_core::{ConnectionId, Cursor, Principal, RecvError, StoreError, Subscription};
 use sync_wrapper::SyncWrapper;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -73,13 +73,17 @@ pub(crate) struct StreamState {
     id: ConnectionId,
     subscription: Option<Subscription>,
     pending: VecDeque<Bytes>,
-    /// The highest store event id sent (for a fresh client, the newest when
-    /// it connected). Live events at or below it are skipped; the next one
-    /// must be `watermark + 1`, and a jump past it is filled from the store.
-    watermark: u64,
+    /// The log position the client stands at: every durable event
+    /// addressed to it up to here was sent (replayed or live). Live durable
+    /// events at or below it are skipped. Hubs deliver durable events in
+    /// position order without gaps (see `sse_core::log`), so any other one
+    /// is the next to send.
+    watermark: Cursor,
     wrote_since_tick: bool,
     next_heartbeat: Option<Instant>,
     deadline: Option<Instant>,
+    /// When the principal's credentials expire (see `Principal::expires_at`).
+    expiry: Option<Instant>,
     last_delivery: Instant,
     catch_up: Option<CatchUpFuture>,
     /// The waker the shutdown future was last polled with.
@@ -99,7 +103,7 @@ pub(crate) struct Opened {
     pub(crate) principal: Principal,
     pub(crate) subscription: Subscription,
     pub(crate) prelude: Vec<Bytes>,
-    pub(crate) watermark: u64,
+    pub(crate) watermark: Cursor,
     pub(crate) permit: Permit,
     pub(crate) span: Span,
 }
@@ -127,6 +131,13 @@ impl SseBody {
         let config = &shared.config;
         let next_heartbeat = config.heartbeat.map(|every| now + every);
         let deadline = config.max_lifetime.map(|lifetime| now + lifetime);
+        // A wall-clock expiry becomes an instant on the stream's clock; one
+        // already past (authenticated a moment ago) ends the stream at once.
+        let expiry = principal.expires_at().map(|at| {
+            now + at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        });
         let shutdown = shared.shutdown.wait_owned();
         let state = StreamState {
             id: subscription.id(),
@@ -137,6 +148,7 @@ impl SseBody {
             wrote_since_tick: true,
             next_heartbeat,
             deadline,
+            expiry,
             last_delivery: now,
             catch_up: None,
             shutdown_waker: None,
@@ -286,9 +298,9 @@ impl StreamState {
                     Poll::Ready(Err(error)) => {
                         self.catch_up = None;
                         self.span.in_scope(|| {
-                            tracing::warn!(%error, "catching up from the store failed; closing so the client reconnects")
+                            tracing::warn!(%error, "catching up from the log failed; closing so the client reconnects")
                         });
-                        // Spread the reconnects out: the store is struggling.
+                        // Spread the reconnects out: the log is struggling.
                         let retry = self.shared.jittered_shutdown_retry(self.id);
                         self.close(DisconnectCause::StoreError, Some(retry));
                         continue;
@@ -361,21 +373,18 @@ impl StreamState {
                 self.close(DisconnectCause::Disconnected, None);
                 return None;
             }
-            if let Some(id) = event.event_id().map(sse_core::EventId::get) {
-                if id <= self.watermark {
-                    // Already sent, by replay or catch-up.
-                    continue;
-                }
-                if id != self.watermark + 1 {
-                    // Ids are consecutive per user, so an earlier change is
-                    // still on its way (concurrent publishers, another
-                    // node). The store already has it (ids become visible
-                    // in order): fetch the gap from there, in order. This
-                    // event is part of what the catch-up returns.
+            if let Some(cursor) = event.cursor() {
+                if cursor.epoch() != self.watermark.epoch() {
+                    // The log's history was replaced: the catch-up answers
+                    // with a reset to the new one.
                     self.start_catch_up();
                     return None;
                 }
-                self.watermark = id;
+                if cursor.position() <= self.watermark.position() {
+                    // Already sent, by replay or catch-up.
+                    continue;
+                }
+                self.watermark = cursor;
             }
             self.delivered += 1;
             if self.shared.config.idle_timeout.is_some() {
@@ -387,26 +396,33 @@ impl StreamState {
     }
 
     fn on_tick(&mut self, now: Instant) {
+        if self.expiry.is_some_and(|expiry| now >= expiry) {
+            // Come back at once: the client re-authenticates, with fresh
+            // credentials or into a 401.
+            let retry = self.shared.jittered_expiry_retry(self.id);
+            self.close(DisconnectCause::CredentialsExpired, Some(retry));
+            return;
+        }
         if self.deadline.is_some_and(|deadline| now >= deadline) {
             let retry = self.shared.jittered_shutdown_retry(self.id);
             self.close(DisconnectCause::MaxLifetime, Some(retry));
             return;
         }
-        if let Some(idle) = self.shared.config.idle_timeout {
-            if now.duration_since(self.last_delivery) >= idle {
-                self.close(DisconnectCause::IdleTimeout, None);
-                return;
-            }
+        if let Some(idle) = self.shared.config.idle_timeout
+            && now.duration_since(self.last_delivery) >= idle
+        {
+            self.close(DisconnectCause::IdleTimeout, None);
+            return;
         }
-        if let (Some(every), Some(due)) = (self.shared.config.heartbeat, self.next_heartbeat) {
-            if now >= due {
-                if !self.wrote_since_tick {
-                    self.pending.push_back(self.shared.heartbeat.clone());
-                    self.shared.metrics.heartbeat();
-                }
-                self.wrote_since_tick = false;
-                self.next_heartbeat = Some(now + every);
+        if let (Some(every), Some(due)) = (self.shared.config.heartbeat, self.next_heartbeat)
+            && now >= due
+        {
+            if !self.wrote_since_tick {
+                self.pending.push_back(self.shared.heartbeat.clone());
+                self.shared.metrics.heartbeat();
             }
+            self.wrote_since_tick = false;
+            self.next_heartbeat = Some(now + every);
         }
     }
 
@@ -416,7 +432,7 @@ impl StreamState {
             .config
             .idle_timeout
             .map(|idle| self.last_delivery + idle);
-        [self.next_heartbeat, self.deadline, idle]
+        [self.next_heartbeat, self.deadline, self.expiry, idle]
             .into_iter()
             .flatten()
             .min()
@@ -425,20 +441,16 @@ impl StreamState {
     }
 
     fn start_catch_up(&mut self) {
-        let store = self.shared.notifier.store().clone();
+        let log = self.shared.notifier.log().clone();
         let principal = self.principal.clone();
-        let position = Position::After(sse_core::EventId(self.watermark));
+        let position = Position::After(self.watermark);
         let limit = self.shared.config.replay_limit;
         self.catch_up = Some(SyncWrapper::new(Box::pin(async move {
-            // A panicking store ends this stream, not the connection task.
-            AssertUnwindSafe(replay::catch_up(&*store, &principal, position, limit))
+            // A panicking log ends this stream, not the connection task.
+            AssertUnwindSafe(replay::catch_up(&*log, &principal, position, limit))
                 .catch_unwind()
                 .await
-                .unwrap_or_else(|_| {
-                    Err(StoreError::Backend(
-                        "the notification store panicked".into(),
-                    ))
-                })
+                .unwrap_or_else(|_| Err(StoreError::Backend("the event log panicked".into())))
         })));
     }
 
@@ -448,8 +460,14 @@ impl StreamState {
             watermark,
             replayed,
             reset,
+            ..
         } = caught_up;
-        self.watermark = self.watermark.max(watermark);
+        if reset
+            || watermark.epoch() != self.watermark.epoch()
+            || watermark.position() > self.watermark.position()
+        {
+            self.watermark = watermark;
+        }
         self.pending.extend(frames);
         self.shared.metrics.replayed(replayed);
         if reset {
@@ -459,7 +477,7 @@ impl StreamState {
             tracing::info!(
                 replayed,
                 reset,
-                "caught up from the store after the hub missed events"
+                "caught up from the log after the hub missed events"
             )
         });
     }
@@ -482,9 +500,14 @@ impl StreamState {
         }
         self.finished = true;
         self.subscription = None;
-        self.shared.metrics.disconnected(cause);
-        let delivered = self.delivered;
+        crate::presence::changed(&self.shared, &self.principal);
         let seconds = self.connected_at.elapsed().as_secs_f64();
+        self.shared.metrics.disconnected(cause, seconds);
+        self.shared
+            .metrics
+            .hub(|| self.shared.notifier.hub().stats());
+        self.shared.stream_ended.notify_waiters();
+        let delivered = self.delivered;
         self.span.in_scope(|| {
             tracing::info!(
                 cause = cause.as_str(),

@@ -4,12 +4,13 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
 use sse_core::{
-    Hub, InMemoryHub, InMemoryStore, NotificationStore, Notifier, SessionAuthenticator,
+    EventLog, Hub, InMemoryHub, InMemoryStore, NotificationStore, Notifier, SessionAuthenticator,
 };
 
 use crate::SseService;
+use crate::origin::Origin;
+use crate::presence::PresenceAudiences;
 
 /// Options of an [`SseService`]; see [`SseService::builder`].
 ///
@@ -26,16 +27,19 @@ use crate::SseService;
 /// | [`allowed_origins`](Self::allowed_origins) | any |
 /// | [`last_event_id_query`](Self::last_event_id_query) | `lastEventId` |
 /// | [`shutdown_retry`](Self::shutdown_retry) | 1 s to 6 s |
-/// | [`hub`](Self::hub) / [`store`](Self::store) | in memory |
+/// | [`presence_events`](Self::presence_events) | off |
+/// | [`hub`](Self::hub) / [`store`](Self::store) ([`log`](Self::log), [`inbox`](Self::inbox)) | in memory |
 #[must_use = "call `build` to get the service"]
 pub struct SseServiceBuilder {
     pub(crate) authenticator: Arc<dyn SessionAuthenticator>,
     pub(crate) hub: Option<Arc<dyn Hub>>,
-    pub(crate) store: Option<Arc<dyn NotificationStore>>,
+    pub(crate) log: Option<Arc<dyn EventLog>>,
+    pub(crate) inbox: Option<Arc<dyn NotificationStore>>,
+    pub(crate) notifier: Option<Notifier>,
     pub(crate) config: Config,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) heartbeat: Option<Duration>,
     pub(crate) retry: Duration,
@@ -45,10 +49,30 @@ pub(crate) struct Config {
     pub(crate) replay_limit: usize,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_lifetime: Option<Duration>,
-    pub(crate) allowed_origins: Option<Vec<HeaderValue>>,
+    pub(crate) allowed_origins: Option<Vec<Origin>>,
     pub(crate) last_event_id_query: Option<String>,
     pub(crate) shutdown_retry: Range<Duration>,
     pub(crate) limit_retry_after: Duration,
+    pub(crate) presence_events: Option<PresenceAudiences>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("heartbeat", &self.heartbeat)
+            .field("retry", &self.retry)
+            .field("max_per_user", &self.max_per_user)
+            .field("max_connections", &self.max_connections)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("replay_limit", &self.replay_limit)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("last_event_id_query", &self.last_event_id_query)
+            .field("shutdown_retry", &self.shutdown_retry)
+            .field("presence_events", &self.presence_events.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
@@ -66,6 +90,7 @@ impl Default for Config {
             last_event_id_query: Some("lastEventId".to_owned()),
             shutdown_retry: Duration::from_secs(1)..Duration::from_secs(6),
             limit_retry_after: Duration::from_secs(5),
+            presence_events: None,
         }
     }
 }
@@ -75,7 +100,9 @@ impl SseServiceBuilder {
         Self {
             authenticator,
             hub: None,
-            store: None,
+            log: None,
+            inbox: None,
+            notifier: None,
             config: Config::default(),
         }
     }
@@ -86,16 +113,35 @@ impl SseServiceBuilder {
         self
     }
 
-    /// The store streams replay from ([`InMemoryStore`] by default).
-    pub fn store(mut self, store: impl NotificationStore) -> Self {
-        self.store = Some(Arc::new(store));
+    /// A store that is both the event log streams replay from and the
+    /// notification inbox (`InMemoryStore`, `sse-sqlx`'s `SqlStore`,
+    /// `sse-redis`'s `RedisStore`). An [`InMemoryStore`] by default.
+    pub fn store<S: EventLog + NotificationStore>(mut self, store: S) -> Self {
+        let store = Arc::new(store);
+        self.log = Some(store.clone());
+        self.inbox = Some(store);
         self
     }
 
-    /// Uses the store and hub of an existing [`Notifier`].
+    /// The event log streams replay from, for apps without a
+    /// [`NotificationStore`] (see `sse_core::guide`).
+    pub fn log(mut self, log: impl EventLog) -> Self {
+        self.log = Some(Arc::new(log));
+        self
+    }
+
+    /// The notification inbox `notify` and friends use; it must write
+    /// through the same log.
+    pub fn inbox(mut self, inbox: impl NotificationStore) -> Self {
+        self.inbox = Some(Arc::new(inbox));
+        self
+    }
+
+    /// Uses the log, hub and inbox of an existing [`Notifier`] (instead of
+    /// any given with [`hub`](Self::hub), [`store`](Self::store),
+    /// [`log`](Self::log) or [`inbox`](Self::inbox)).
     pub fn notifier(mut self, notifier: &Notifier) -> Self {
-        self.hub = Some(notifier.hub().clone());
-        self.store = Some(notifier.store().clone());
+        self.notifier = Some(notifier.clone());
         self
     }
 
@@ -155,6 +201,30 @@ impl SseServiceBuilder {
         self
     }
 
+    /// Sends join and leave events: when a user's first stream opens, or
+    /// their last one closes (on any node of the hub), `event: presence`
+    /// with `{"user":"alice","online":true|false}` goes to each audience
+    /// `to` returns for that principal (its groups, say). Off by default.
+    /// See [`Hub::presence`](sse_core::Hub::presence) to ask who is
+    /// online, and [`crate::presence`] for the fine print.
+    ///
+    /// ```
+    /// use sse_core::{Audience, CookieSessionAuthenticator, InMemorySessions};
+    /// use sse_tower::SseService;
+    ///
+    /// let sse = SseService::builder(CookieSessionAuthenticator::new("sid", InMemorySessions::new()))
+    ///     .presence_events(|principal| principal.groups().iter().cloned().map(Audience::Group).collect())
+    ///     .build();
+    /// # let _ = sse;
+    /// ```
+    pub fn presence_events<F>(mut self, to: F) -> Self
+    where
+        F: Fn(&sse_core::Principal) -> Vec<sse_core::Audience> + Send + Sync + 'static,
+    {
+        self.config.presence_events = Some(Arc::new(to));
+        self
+    }
+
     /// Closes every stream after this long (with a `retry:` hint); clients
     /// reconnect and replay. Useful to rebalance connections across nodes.
     pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
@@ -163,19 +233,22 @@ impl SseServiceBuilder {
     }
 
     /// Accepts only requests whose `Origin` header (when present) is one of
-    /// these, answering others `403 Forbidden`. Browsers send `Origin` on
-    /// cross-origin `EventSource` requests.
-    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.config.allowed_origins = Some(
-            origins
-                .into_iter()
-                .filter_map(|o| HeaderValue::from_str(o.as_ref().trim_end_matches('/')).ok())
-                .collect(),
-        );
+    /// these, answering others `403 Forbidden`, as are requests with an
+    /// opaque (`null`) origin, several `Origin` headers or one that is not
+    /// an origin. Browsers send `Origin` on cross-origin `EventSource`
+    /// requests. Origins compare by scheme, host and port
+    /// ([`Origin`](crate::origin::Origin)).
+    ///
+    /// ```
+    /// # use sse_core::{AuthRejection, FnAuthenticator};
+    /// # let auth = FnAuthenticator::new(|_| Err(AuthRejection::unauthenticated("no")));
+    /// let sse = sse_tower::SseService::builder(auth)
+    ///     .allowed_origins(["https://app.example".parse()?])
+    ///     .build();
+    /// # Ok::<(), sse_tower::origin::InvalidOrigin>(())
+    /// ```
+    pub fn allowed_origins(mut self, origins: impl IntoIterator<Item = Origin>) -> Self {
+        self.config.allowed_origins = Some(origins.into_iter().collect());
         self
     }
 
@@ -203,9 +276,23 @@ impl SseServiceBuilder {
 
     /// Builds the service.
     pub fn build(self) -> SseService {
-        let hub = self.hub.unwrap_or_else(|| Arc::new(InMemoryHub::new()));
-        let store = self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new()));
-        SseService::from_parts(self.authenticator, Notifier::new(store, hub), self.config)
+        let notifier = match self.notifier {
+            Some(notifier) => notifier,
+            None => {
+                let hub = self.hub.unwrap_or_else(|| Arc::new(InMemoryHub::new()));
+                match self.log {
+                    Some(log) => {
+                        let notifier = Notifier::new(log, hub);
+                        match self.inbox {
+                            Some(inbox) => notifier.with_inbox(inbox),
+                            None => notifier,
+                        }
+                    }
+                    None => Notifier::with_store(Arc::new(InMemoryStore::new()), hub),
+                }
+            }
+        };
+        SseService::from_parts(self.authenticator, notifier, self.config)
     }
 }
 

@@ -1,19 +1,20 @@
-//! From a request head to a response: the checks in the order DESIGN.md
-//! gives them, each refusal a short body that says why.
+//! From a request head to a response: the checks in the order the crate
+//! docs list them (see "The protocol"), each refusal a short body that says why.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::header::ORIGIN;
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
-use sse_core::{AuthRejection, Event, Principal, Topic};
+use sse_core::{AuthRejection, Cursor, Event, Principal, Topic};
 
+use crate::ConnectionCloser;
 use crate::body::{Opened, SseBody};
 use crate::limits::LimitExceeded;
 use crate::metrics::RejectCause;
+use crate::origin::RequestOrigin;
 use crate::replay::{self, Position};
 use crate::response::{method_not_allowed, refuse, retry_later, stream};
 use crate::service::Shared;
@@ -49,16 +50,14 @@ async fn open_inner(shared: Arc<Shared>, parts: Parts) -> Response<SseBody> {
         shared.metrics.rejected(RejectCause::Method);
         return method_not_allowed();
     }
-    if let Some(allowed) = &config.allowed_origins {
-        if let Some(origin) = parts.headers.get(ORIGIN) {
-            if !allowed.iter().any(|a| a == origin) {
-                shared.metrics.rejected(RejectCause::Origin);
-                return refuse(
-                    StatusCode::FORBIDDEN,
-                    "this origin may not open the event stream",
-                );
-            }
-        }
+    if let Some(allowed) = &config.allowed_origins
+        && !RequestOrigin::of(&parts.headers).is_allowed(allowed)
+    {
+        shared.metrics.rejected(RejectCause::Origin);
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this origin may not open the event stream",
+        );
     }
     if shared.shutdown.is_started() || shared.limits.full() {
         shared.metrics.rejected(RejectCause::Overloaded);
@@ -115,12 +114,12 @@ async fn open_inner(shared: Arc<Shared>, parts: Parts) -> Response<SseBody> {
         }
     };
 
-    // Subscribe first, then ask the store: anything published in between
-    // arrives on the subscription, and the watermark drops what the store
-    // already returned. No gap, no duplicate.
+    // Subscribe first, then ask the log: anything published in between
+    // arrives on the subscription, and the watermark drops what the log
+    // already returned. No gap, no duplicate (see `sse_core::log`).
     let position = Position::from_request(&parts, config.last_event_id_query.as_deref());
     let notifier = &shared.notifier;
-    let subscription = match notifier
+    let mut subscription = match notifier
         .hub()
         .subscribe(&principal, config.queue_capacity)
         .await
@@ -136,8 +135,15 @@ async fn open_inner(shared: Arc<Shared>, parts: Parts) -> Response<SseBody> {
             );
         }
     };
+    if let Some(closer) = parts.extensions.get::<ConnectionCloser>() {
+        // The server stops polling a body whose client stopped reading, so
+        // the stream would not see its own overflow: close the connection
+        // from the publisher's side.
+        let closer = closer.clone();
+        subscription.on_lagged(move || closer.close());
+    }
     let caught_up = match replay::catch_up(
-        &**notifier.store(),
+        &**notifier.log(),
         &principal,
         position,
         config.replay_limit,
@@ -146,7 +152,7 @@ async fn open_inner(shared: Arc<Shared>, parts: Parts) -> Response<SseBody> {
     {
         Ok(caught_up) => caught_up,
         Err(error) => {
-            tracing::warn!(%error, "replaying from the store failed");
+            tracing::warn!(%error, "replaying from the log failed");
             shared.metrics.rejected(RejectCause::Unavailable);
             return retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -159,9 +165,11 @@ async fn open_inner(shared: Arc<Shared>, parts: Parts) -> Response<SseBody> {
     let id = subscription.id();
     let span = tracing::info_span!("sse_stream", connection = %id, user = %principal.user());
     let mut prelude = Vec::with_capacity(1 + caught_up.frames.len());
-    prelude.push(connected_frame(&shared, id));
+    prelude.push(connected_frame(&shared, id, caught_up.start));
     prelude.extend(caught_up.frames);
     shared.metrics.connected();
+    shared.metrics.hub(|| notifier.hub().stats());
+    crate::presence::changed(&shared, &principal);
     shared.metrics.replayed(caught_up.replayed);
     if caught_up.reset {
         shared.metrics.reset();
@@ -170,7 +178,7 @@ async fn open_inner(shared: Arc<Shared>, parts: Parts) -> Response<SseBody> {
         tracing::info!(
             replayed = caught_up.replayed,
             reset = caught_up.reset,
-            resume_after = caught_up.watermark,
+            resume_after = %caught_up.watermark,
             "event stream opened"
         )
     });
@@ -188,18 +196,27 @@ async fn open_inner(shared: Arc<Shared>, parts: Parts) -> Response<SseBody> {
 /// The authenticator panicked.
 pub(crate) struct Panicked;
 
-/// Runs the authenticator with panics contained.
+/// Runs the authenticator with panics contained. A principal whose
+/// credentials have expired is refused here, whatever the authenticator
+/// (streams and handlers alike).
 async fn run_authenticator(
     shared: &Shared,
     parts: &Parts,
 ) -> Result<Result<Principal, AuthRejection>, Panicked> {
-    AssertUnwindSafe(shared.authenticator.authenticate(parts))
+    let verdict = AssertUnwindSafe(shared.authenticator.authenticate(parts))
         .catch_unwind()
         .await
         .map_err(|_| {
             tracing::error!("the session authenticator panicked; the request was refused");
             Panicked
-        })
+        })?;
+    Ok(verdict.and_then(|principal| {
+        if principal.is_expired() {
+            Err(AuthRejection::unauthenticated("credentials expired"))
+        } else {
+            Ok(principal)
+        }
+    }))
 }
 
 /// Authenticates like a stream does, for handlers; a panic in the
@@ -258,11 +275,15 @@ fn narrow_topics(principal: Principal, parts: &Parts) -> Result<Principal, Strin
     Ok(principal.with_topics(requested))
 }
 
-fn connected_frame(shared: &Shared, id: sse_core::ConnectionId) -> Bytes {
+/// The first event: a `retry:` hint, and as `id:` where the client starts
+/// (its own cursor, or the log's head for a fresh client), so that even a
+/// client that receives nothing else resumes without a gap.
+fn connected_frame(shared: &Shared, id: sse_core::ConnectionId, start: Cursor) -> Bytes {
     let heartbeat_ms = shared.config.heartbeat.map_or(0, |h| h.as_millis());
     let data = format!("{{\"connectionId\":\"{id}\",\"heartbeatMs\":{heartbeat_ms}}}");
     Event::builder()
         .retry(shared.config.retry)
+        .id(start.to_string())
         .event(CONNECTED_EVENT)
         .data(data)
         .build()

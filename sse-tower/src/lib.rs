@@ -1,7 +1,7 @@
 //! A tower [`Service`](tower_service::Service) that turns a
 //! [`SessionAuthenticator`](sse_core::SessionAuthenticator), a
-//! [`Hub`](sse_core::Hub) and a [`NotificationStore`](sse_core::NotificationStore)
-//! into a spec-compliant, authenticated, replaying `text/event-stream`.
+//! [`Hub`](sse_core::Hub) and an [`EventLog`](sse_core::EventLog) into a
+//! spec-compliant, authenticated, replaying `text/event-stream`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -18,7 +18,7 @@
 //!
 //! // Mount `sse` at a route of any tower-based server (axum, hyper, warp
 //! // through sse-warp). Here it is called directly:
-//! let sid = sessions.create(Principal::new("bob"));
+//! let sid = sessions.create(Principal::new("bob"))?;
 //! let request = http::Request::get("/events").header("cookie", format!("sid={sid}")).body(())?;
 //! let response = sse.clone().oneshot(request).await?;
 //! assert_eq!(response.headers()["content-type"], "text/event-stream");
@@ -35,8 +35,9 @@
 //!     let chunk = frame?.into_data().unwrap_or_default();
 //!     received.push_str(std::str::from_utf8(&chunk)?);
 //! }
-//! assert!(received.starts_with("retry: 3000\nevent: connected\n"));
-//! assert!(received.contains("\n\nid: 1\nevent: notification\n"));
+//! assert!(received.starts_with("retry: 3000\nid: "));
+//! assert!(received.contains("\nevent: connected\n"));
+//! assert!(received.contains(".1\nevent: notification\n"));
 //! # Ok(()) }
 //! ```
 //!
@@ -55,20 +56,25 @@
 //!    `Cache-Control: no-cache, no-transform`, `X-Accel-Buffering: no`; no
 //!    `Content-Length` and no `Connection` (HTTP/2 forbids it).
 //! 3. **First bytes at once**: a `retry:` hint with an event named
-//!    `connected` whose data is `{"connectionId":"…","heartbeatMs":…}`.
-//! 4. **Replay without gap or duplicate**: with `Last-Event-ID` (or the
-//!    `lastEventId` query parameter when the header is absent) the stream
-//!    subscribes to the hub first, then sends what the store has after
-//!    that id, then live events, skipping live ones it already sent.
-//!    Change ids are consecutive per user, so when concurrent publishers
-//!    deliver `n + 2` before `n + 1`, the stream fetches the gap from the
-//!    store and sends both in order: no client misses or reorders a
-//!    change. When
-//!    the store no longer has that history, the gap is over the
-//!    [replay limit](SseServiceBuilder::replay_limit), or the id is not one
-//!    the store issued (junk, non-UTF-8, oversized), it sends one event
-//!    named `reset` (data `{"reason":"…"}`) whose `id:` is the newest id:
-//!    the client refetches its state and resumes from there.
+//!    `connected` whose data is `{"connectionId":"…","heartbeatMs":…}` and
+//!    whose `id:` is where the client starts (its own cursor, or the log's
+//!    head for a fresh client), so that a client that receives nothing
+//!    else still resumes without a gap.
+//! 4. **Replay without gap or duplicate**, for every durable audience the
+//!    principal reads — its user, its groups, its topics, everyone — from
+//!    one `Last-Event-ID` (or the `lastEventId` query parameter when the
+//!    header is absent): the stream subscribes to the hub first, then sends
+//!    what the [`EventLog`](sse_core::EventLog) has for it after that
+//!    cursor, then live events, skipping live ones it already sent. Hubs
+//!    deliver durable events in log order without gaps, so a client's id
+//!    always means "everything for me up to here"; `sse_core::log`
+//!    documents why this loses and duplicates nothing. When the log no
+//!    longer has that history, the gap is over the
+//!    [replay limit](SseServiceBuilder::replay_limit), or the id is not a
+//!    cursor of this log (junk, non-UTF-8, oversized, another epoch), it
+//!    sends one event named `reset` (data `{"reason":"…"}`) whose `id:` is
+//!    the log's head: the client refetches its state and resumes from
+//!    there.
 //! 5. **Heartbeats**: a `: heartbeat` comment when nothing was sent for
 //!    the heartbeat interval.
 //! 6. **Slow consumers** are closed when their bounded queue overflows;
@@ -91,23 +97,32 @@
 
 mod api_error;
 mod body;
+mod closer;
 mod config;
 mod connect;
+pub mod json;
 mod layer;
 mod limits;
 pub mod metrics;
+pub mod origin;
+pub mod presence;
 mod replay;
 mod response;
+#[cfg(feature = "serve")]
+pub mod serve;
 mod service;
 pub mod socket;
 
 pub use api_error::ApiError;
 pub use body::SseBody;
+pub use closer::ConnectionCloser;
 pub use config::SseServiceBuilder;
 pub use connect::{CONNECTED_EVENT, TOPIC_QUERY};
 pub use layer::{MiddlewareFuture, ResponseBody, SseLayer, SseMiddleware};
 pub use metrics::{DisconnectCause, MetricsSnapshot, RejectCause};
 pub use replay::RESET_EVENT;
+#[cfg(feature = "serve")]
+pub use serve::{Serve, serve};
 pub use service::{ResponseFuture, SseService};
 
 // Re-exported so one `use sse_tower::*` covers the common path.

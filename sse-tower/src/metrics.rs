@@ -1,4 +1,28 @@
 //! Counters and gauges of a service, and their Prometheus text form.
+//!
+//! Two ways out, same names: [`SseService::metrics`](crate::SseService::metrics)
+//! returns a [`MetricsSnapshot`] (with [`MetricsSnapshot::to_prometheus`]),
+//! and with the `metrics` feature every counter, gauge and histogram also
+//! goes through the [`metrics`](https://docs.rs/metrics) facade into the
+//! recorder the app installed (`metrics-exporter-prometheus`,
+//! OpenTelemetry, …). Install the recorder before building the service:
+//! the service registers its metrics when it is built.
+//!
+//! | name | kind | labels | what |
+//! | --- | --- | --- | --- |
+//! | `sse_active_connections` | gauge | | open event streams |
+//! | `sse_connects_total` | counter | | streams opened |
+//! | `sse_disconnects_total` | counter | `cause` | streams ended ([`DisconnectCause`]) |
+//! | `sse_rejected_total` | counter | `cause` | attempts refused ([`RejectCause`]) |
+//! | `sse_auth_failures_total` | counter | | attempts that failed authentication |
+//! | `sse_delivered_total` | counter | | live events written |
+//! | `sse_replayed_total` | counter | | events replayed on reconnect |
+//! | `sse_resets_total` | counter | | `reset` events sent |
+//! | `sse_heartbeats_total` | counter | | heartbeats sent |
+//! | `sse_published_total`, `sse_enqueued_total`, `sse_lagged_total` | counter | | the hub's counters, as of the last snapshot or stream open/close |
+//! | `sse_hub_subscriptions` | gauge | | subscriptions registered on this node, as of the same |
+//! | `sse_stream_duration_seconds` | histogram | | how long streams stayed open (facade only) |
+//! | `sse_replay_events` | histogram | | events replayed per replay: a stream opened, or a catch-up (facade only) |
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +41,9 @@ pub enum DisconnectCause {
     Shutdown,
     /// The stream reached its maximum lifetime.
     MaxLifetime,
+    /// The credentials the stream authenticated with expired
+    /// ([`Principal::expires_at`](sse_core::Principal::expires_at)).
+    CredentialsExpired,
     /// The stream delivered nothing for the idle timeout.
     IdleTimeout,
     /// A disconnect event was published to it (a logout, say).
@@ -28,11 +55,12 @@ pub enum DisconnectCause {
 }
 
 impl DisconnectCause {
-    pub(crate) const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 9] = [
         Self::ClientGone,
         Self::Lagged,
         Self::Shutdown,
         Self::MaxLifetime,
+        Self::CredentialsExpired,
         Self::IdleTimeout,
         Self::Disconnected,
         Self::HubClosed,
@@ -46,6 +74,7 @@ impl DisconnectCause {
             Self::Lagged => "lagged",
             Self::Shutdown => "shutdown",
             Self::MaxLifetime => "max_lifetime",
+            Self::CredentialsExpired => "credentials_expired",
             Self::IdleTimeout => "idle_timeout",
             Self::Disconnected => "disconnected",
             Self::HubClosed => "hub_closed",
@@ -113,6 +142,8 @@ impl RejectCause {
 
 #[derive(Default)]
 pub(crate) struct Metrics {
+    #[cfg(feature = "metrics")]
+    facade: facade::Facade,
     active: AtomicU64,
     connects: AtomicU64,
     disconnects: [AtomicU64; DisconnectCause::ALL.len()],
@@ -127,34 +158,65 @@ impl Metrics {
     pub(crate) fn connected(&self) {
         self.connects.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.connected();
     }
 
-    pub(crate) fn disconnected(&self, cause: DisconnectCause) {
+    pub(crate) fn disconnected(&self, cause: DisconnectCause, seconds: f64) {
         self.active.fetch_sub(1, Ordering::Relaxed);
         self.disconnects[cause.index()].fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.disconnected(cause, seconds);
+        #[cfg(not(feature = "metrics"))]
+        let _ = seconds;
+    }
+
+    pub(crate) fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
     }
 
     pub(crate) fn rejected(&self, cause: RejectCause) {
         self.rejects[cause.index()].fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.rejected(cause);
     }
 
     pub(crate) fn delivered(&self, n: u64) {
         self.delivered.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.delivered.increment(n);
     }
 
     pub(crate) fn replayed(&self, n: u64) {
         self.replayed.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.replayed(n);
     }
 
     pub(crate) fn reset(&self) {
         self.resets.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.resets.increment(1);
     }
 
     pub(crate) fn heartbeat(&self) {
         self.heartbeats.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.facade.heartbeats.increment(1);
+    }
+
+    /// Brings the facade's copies of the hub's counters up to date; the
+    /// stats are not even read without the `metrics` feature.
+    pub(crate) fn hub(&self, stats: impl FnOnce() -> HubStats) {
+        #[cfg(feature = "metrics")]
+        self.facade.hub(stats());
+        #[cfg(not(feature = "metrics"))]
+        let _ = stats;
     }
 
     pub(crate) fn snapshot(&self, hub: HubStats) -> MetricsSnapshot {
+        #[cfg(feature = "metrics")]
+        self.facade.hub(hub);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         MetricsSnapshot {
             active_connections: load(&self.active),
@@ -337,5 +399,150 @@ impl MetricsSnapshot {
             &[(None, self.hub.subscriptions)],
         );
         out
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod facade {
+    use metrics::Unit;
+    use metrics::{
+        Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
+        gauge, histogram,
+    };
+    use sse_core::HubStats;
+
+    use super::{DisconnectCause, RejectCause};
+
+    /// Handles registered once with the recorder installed when the
+    /// service was built: recording is then an atomic add, no lookup.
+    pub(super) struct Facade {
+        active: Gauge,
+        connects: Counter,
+        disconnects: [Counter; DisconnectCause::ALL.len()],
+        rejects: [Counter; RejectCause::ALL.len()],
+        auth_failures: Counter,
+        pub(super) delivered: Counter,
+        replayed: Counter,
+        pub(super) resets: Counter,
+        pub(super) heartbeats: Counter,
+        published: Counter,
+        enqueued: Counter,
+        lagged: Counter,
+        subscriptions: Gauge,
+        duration: Histogram,
+        replay_size: Histogram,
+    }
+
+    impl Default for Facade {
+        fn default() -> Self {
+            describe_gauge!("sse_active_connections", Unit::Count, "Open event streams.");
+            describe_counter!("sse_connects_total", Unit::Count, "Event streams opened.");
+            describe_counter!(
+                "sse_disconnects_total",
+                Unit::Count,
+                "Event streams ended, by cause."
+            );
+            describe_counter!(
+                "sse_rejected_total",
+                Unit::Count,
+                "Connection attempts refused, by cause."
+            );
+            describe_counter!(
+                "sse_delivered_total",
+                Unit::Count,
+                "Live events written to streams."
+            );
+            describe_counter!(
+                "sse_replayed_total",
+                Unit::Count,
+                "Events replayed to reconnecting streams."
+            );
+            describe_counter!(
+                "sse_resets_total",
+                Unit::Count,
+                "Reset events sent because history was gone."
+            );
+            describe_counter!("sse_heartbeats_total", Unit::Count, "Heartbeats sent.");
+            describe_counter!(
+                "sse_published_total",
+                Unit::Count,
+                "Events published to the hub."
+            );
+            describe_counter!(
+                "sse_enqueued_total",
+                Unit::Count,
+                "Events queued to connections by the hub."
+            );
+            describe_counter!(
+                "sse_lagged_total",
+                Unit::Count,
+                "Subscriptions closed because their queue overflowed."
+            );
+            describe_histogram!(
+                "sse_stream_duration_seconds",
+                Unit::Seconds,
+                "How long event streams stayed open."
+            );
+            describe_histogram!(
+                "sse_replay_events",
+                Unit::Count,
+                "Events replayed per replay (a stream opened, or a catch-up)."
+            );
+            Self {
+                active: gauge!("sse_active_connections"),
+                connects: counter!("sse_connects_total"),
+                disconnects: DisconnectCause::ALL
+                    .map(|cause| counter!("sse_disconnects_total", "cause" => cause.as_str())),
+                rejects: RejectCause::ALL
+                    .map(|cause| counter!("sse_rejected_total", "cause" => cause.as_str())),
+                auth_failures: counter!("sse_auth_failures_total"),
+                delivered: counter!("sse_delivered_total"),
+                replayed: counter!("sse_replayed_total"),
+                resets: counter!("sse_resets_total"),
+                heartbeats: counter!("sse_heartbeats_total"),
+                published: counter!("sse_published_total"),
+                enqueued: counter!("sse_enqueued_total"),
+                lagged: counter!("sse_lagged_total"),
+                subscriptions: gauge!("sse_hub_subscriptions"),
+                duration: histogram!("sse_stream_duration_seconds"),
+                replay_size: histogram!("sse_replay_events"),
+            }
+        }
+    }
+
+    impl Facade {
+        pub(super) fn connected(&self) {
+            self.connects.increment(1);
+            self.active.increment(1.0);
+        }
+
+        pub(super) fn disconnected(&self, cause: DisconnectCause, seconds: f64) {
+            self.active.decrement(1.0);
+            if let Some(counter) = self.disconnects.get(cause.index()) {
+                counter.increment(1);
+            }
+            self.duration.record(seconds);
+        }
+
+        pub(super) fn rejected(&self, cause: RejectCause) {
+            if let Some(counter) = self.rejects.get(cause.index()) {
+                counter.increment(1);
+            }
+            if cause == RejectCause::Unauthenticated {
+                self.auth_failures.increment(1);
+            }
+        }
+
+        pub(super) fn replayed(&self, n: u64) {
+            self.replayed.increment(n);
+            self.replay_size.record(n as f64);
+        }
+
+        pub(super) fn hub(&self, hub: HubStats) {
+            self.published.absolute(hub.published);
+            self.enqueued.absolute(hub.enqueued);
+            self.lagged.absolute(hub.lagged);
+            self.subscriptions.set(hub.subscriptions as f64);
+        }
     }
 }

@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 use http::request::Parts;
-use sse_core::{Event, EventId, NotificationStore, Principal, Replay, StoreError};
+use sse_core::log::Replay;
+use sse_core::{Cursor, Event, EventLog, Principal, StoreError};
 
 /// The SSE event name of a reset: the client must refetch its state.
 pub const RESET_EVENT: &str = "reset";
@@ -12,16 +13,18 @@ pub const RESET_EVENT: &str = "reset";
 pub(crate) enum Position {
     /// No `Last-Event-ID`: a fresh client; nothing to replay.
     Fresh,
-    /// Resume after this event id.
-    After(EventId),
-    /// A `Last-Event-ID` this service never sent (junk, non-UTF-8, too long).
+    /// Resume after this position.
+    After(Cursor),
+    /// A `Last-Event-ID` this service never sent (junk, non-UTF-8, too
+    /// long, or an id of another form).
     Invalid,
 }
 
 impl Position {
     /// Reads `Last-Event-ID`, or the query fallback when the header is
     /// absent. An empty value is a fresh start (browsers send none after an
-    /// empty `id:`); anything else that is not one of our ids is `Invalid`.
+    /// empty `id:`); anything else that is not one of our cursors is
+    /// `Invalid`.
     pub(crate) fn from_request(parts: &Parts, query_name: Option<&str>) -> Self {
         let header = parts
             .headers
@@ -34,93 +37,88 @@ impl Position {
         match value {
             None => Self::Fresh,
             Some(bytes) if bytes.is_empty() => Self::Fresh,
-            Some(bytes) => EventId::parse_header(&bytes).map_or(Self::Invalid, Self::After),
+            Some(bytes) => Cursor::parse_header(&bytes).map_or(Self::Invalid, Self::After),
         }
     }
 }
 
-/// What to send a client so it is caught up with the store.
-#[derive(Debug, Default)]
+/// What to send a client so it is caught up with the log.
+#[derive(Debug)]
 pub(crate) struct CatchUp {
-    /// Encoded frames, oldest first: replayed changes, or one `reset`.
+    /// Encoded frames, oldest first: replayed events, or one `reset`.
     pub(crate) frames: Vec<Bytes>,
-    /// The id the client is at once these are sent.
-    pub(crate) watermark: u64,
-    /// How many changes were replayed.
+    /// Where the client stands once these are sent: live events at or
+    /// below it were replayed (or are not for it).
+    pub(crate) watermark: Cursor,
+    /// Where the client stood before them (the `connected` event's id).
+    pub(crate) start: Cursor,
+    /// How many events were replayed.
     pub(crate) replayed: u64,
     /// Whether a `reset` was sent instead.
     pub(crate) reset: bool,
 }
 
-/// Asks the store what a client at `position` missed.
+/// Asks the log what a client at `position` missed.
 ///
-/// More than `limit` missed changes, a position older than the store keeps,
-/// or an id the store never issued all become one `reset` event carrying
-/// the newest id, so the client refetches and resumes from there.
+/// More than `limit` missed events, a position older than the log keeps,
+/// or an id the log never issued all become one `reset` event carrying the
+/// head as its id, so the client refetches and resumes from there.
 pub(crate) async fn catch_up(
-    store: &dyn NotificationStore,
+    log: &dyn EventLog,
     principal: &Principal,
     position: Position,
     limit: usize,
 ) -> Result<CatchUp, StoreError> {
     let after = match position {
         Position::Fresh => {
-            // Nothing to send, but live events continue from the newest id:
-            // the next one the client must see is `latest + 1`.
-            let latest = store.last_event_id(principal).await?;
+            // Nothing to send, but the client starts at the head: the
+            // `connected` event carries it, so a reconnect before any other
+            // event still resumes without a gap.
+            let head = log.head().await?;
             return Ok(CatchUp {
-                watermark: latest.map_or(0, EventId::get),
-                ..CatchUp::default()
+                frames: Vec::new(),
+                watermark: head,
+                start: head,
+                replayed: 0,
+                reset: false,
             });
         }
         Position::Invalid => {
-            let latest = store.last_event_id(principal).await?;
-            return reset(latest, "invalid-last-event-id");
+            let head = log.head().await?;
+            return reset(head, "invalid-last-event-id");
         }
         Position::After(after) => after,
     };
-    match store
-        .since(principal, after, limit.saturating_add(1))
-        .await?
-    {
-        Replay::Changes(changes) if changes.len() > limit => {
-            let latest = store.last_event_id(principal).await?;
-            reset(latest, "replay-limit")
+    match log.since(principal, after, limit.saturating_add(1)).await? {
+        Replay::Events { events, .. } if events.len() > limit => {
+            let head = log.head().await?;
+            reset(head, "replay-limit")
         }
-        Replay::Changes(changes) => {
-            let mut frames = Vec::with_capacity(changes.len());
-            let mut watermark = after.get();
-            for change in &changes {
-                let event = change
-                    .to_event()
-                    .map_err(|e| StoreError::Backend(Box::new(e)))?;
-                watermark = watermark.max(change.id.get());
-                frames.push(event.into_frame());
-            }
+        Replay::Events { events, head } => {
+            let frames: Vec<Bytes> = events.into_iter().map(Event::into_frame).collect();
             Ok(CatchUp {
+                replayed: frames.len() as u64,
                 frames,
-                watermark,
-                replayed: changes.len() as u64,
+                watermark: head,
+                start: after,
                 reset: false,
             })
         }
-        Replay::HistoryGone { latest } => reset(latest, "history-gone"),
+        Replay::HistoryGone { head } => reset(head, "history-gone"),
     }
 }
 
-fn reset(latest: Option<EventId>, reason: &'static str) -> Result<CatchUp, StoreError> {
-    // An empty id clears the client's last event id, so its next reconnect
-    // starts fresh instead of sending the unusable id again.
-    let id = latest.map(|id| id.to_string()).unwrap_or_default();
+fn reset(head: Cursor, reason: &'static str) -> Result<CatchUp, StoreError> {
     let event = Event::builder()
-        .id(id)
+        .id(head.to_string())
         .event(RESET_EVENT)
         .data(format!("{{\"reason\":\"{reason}\"}}"))
         .build()
         .map_err(|e| StoreError::Backend(Box::new(e)))?;
     Ok(CatchUp {
         frames: vec![event.into_frame()],
-        watermark: latest.map_or(0, EventId::get),
+        watermark: head,
+        start: head,
         replayed: 0,
         reset: true,
     })
@@ -144,25 +142,26 @@ mod tests {
     #[test]
     fn last_event_id_sources_and_junk() {
         let q = Some("lastEventId");
+        let cursor = |text: &str| Position::After(text.parse().unwrap());
         assert_eq!(
             Position::from_request(&parts(None, "/"), q),
             Position::Fresh
         );
         assert_eq!(
-            Position::from_request(&parts(Some(b"12"), "/"), q),
-            Position::After(EventId(12))
+            Position::from_request(&parts(Some(b"abcdefgh.12"), "/"), q),
+            cursor("abcdefgh.12")
         );
         assert_eq!(
-            Position::from_request(&parts(None, "/?lastEventId=7"), q),
-            Position::After(EventId(7))
+            Position::from_request(&parts(None, "/?lastEventId=abcdefgh.7"), q),
+            cursor("abcdefgh.7")
         );
         assert_eq!(
-            Position::from_request(&parts(None, "/?lastEventId=7"), None),
+            Position::from_request(&parts(None, "/?lastEventId=abcdefgh.7"), None),
             Position::Fresh
         );
         assert_eq!(
-            Position::from_request(&parts(Some(b"3"), "/?lastEventId=7"), q),
-            Position::After(EventId(3))
+            Position::from_request(&parts(Some(b"abcdefgh.3"), "/?lastEventId=abcdefgh.7"), q),
+            cursor("abcdefgh.3")
         );
         assert_eq!(
             Position::from_request(&parts(Some(b""), "/"), q),
@@ -170,10 +169,11 @@ mod tests {
         );
         for junk in [
             &b"abc"[..],
+            b"12",
             b"-1",
-            b"1.5",
+            b"abcdefgh.1.5",
             b"\xff\xfe",
-            b"99999999999999999999999",
+            b"abcdefgh.99999999999999999999999",
         ] {
             assert_eq!(
                 Position::from_request(&parts(Some(junk), "/"), q),

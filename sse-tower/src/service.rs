@@ -59,6 +59,10 @@ pub(crate) struct Shared {
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) shutdown: Shutdown,
     pub(crate) heartbeat: Bytes,
+    /// Woken whenever a stream ends, for [`SseService::closed`].
+    pub(crate) stream_ended: tokio::sync::Notify,
+    /// Join and leave events (see `presence`).
+    pub(crate) announcer: crate::presence::Announcer,
     jitter: RandomState,
 }
 
@@ -99,6 +103,14 @@ impl Shared {
         let offset = self.jitter.hash_one(id.get()) % span;
         Event::retry_hint(range.start + Duration::from_millis(offset)).into_frame()
     }
+
+    /// The `retry:` hint of a stream whose credentials expired: within a
+    /// second (clients come back and authenticate again), spread so that
+    /// tokens issued together do not reconnect together.
+    pub(crate) fn jittered_expiry_retry(&self, id: ConnectionId) -> Bytes {
+        let offset = self.jitter.hash_one(id.get()) % 1_000;
+        Event::retry_hint(Duration::from_millis(offset)).into_frame()
+    }
 }
 
 impl SseService {
@@ -125,6 +137,8 @@ impl SseService {
                 limits,
                 shutdown: Shutdown::default(),
                 heartbeat: Event::comment("heartbeat").into_frame(),
+                stream_ended: tokio::sync::Notify::new(),
+                announcer: crate::presence::Announcer::default(),
                 jitter: RandomState::new(),
                 config,
             }),
@@ -169,8 +183,15 @@ impl SseService {
     /// Resolves once the service is shut down and its last stream has ended.
     pub async fn closed(&self) {
         self.shared.shutdown.token.cancelled().await;
-        while self.metrics().active_connections > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        loop {
+            // Registered before the check, so an end in between still wakes us.
+            let ended = self.shared.stream_ended.notified();
+            let mut ended = std::pin::pin!(ended);
+            ended.as_mut().enable();
+            if self.shared.metrics.active() == 0 {
+                return;
+            }
+            ended.await;
         }
     }
 

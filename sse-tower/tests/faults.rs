@@ -10,67 +10,48 @@ use async_trait::async_trait;
 use common::SECOND;
 use sse_conformance::client::Request;
 use sse_conformance::server::TestServer;
+use sse_core::log::{LogRecord, Replay};
 use sse_core::{
-    Change, CookieSessionAuthenticator, EventId, InMemoryHub, InMemorySessions, InMemoryStore,
-    NewNotification, NotificationId, NotificationStore, Page, PageRequest, Principal, Replay,
-    StoreError, UserId,
+    Audience, CookieSessionAuthenticator, Cursor, Event, EventLog, InMemoryHub, InMemorySessions,
+    InMemoryStore, NewNotification, Principal, StoreError,
 };
 use sse_tower::{DisconnectCause, RejectCause, SseService};
 
-/// An in-memory store whose `since` and `last_event_id` panic while armed.
+/// An in-memory log whose reads panic while armed.
 #[derive(Clone)]
-struct PanickyStore {
+struct PanickyLog {
     inner: InMemoryStore,
     armed: Arc<AtomicBool>,
 }
 
-impl PanickyStore {
+impl PanickyLog {
     fn check(&self) {
         if self.armed.load(Ordering::SeqCst) {
-            panic!("bug in the adopter's store");
+            panic!("bug in the adopter's log");
         }
     }
 }
 
 #[async_trait]
-impl NotificationStore for PanickyStore {
-    async fn create(&self, new: NewNotification) -> Result<Change, StoreError> {
-        self.inner.create(new).await
-    }
-    async fn list(&self, user: &UserId, page: PageRequest) -> Result<Page, StoreError> {
-        self.inner.list(user, page).await
-    }
-    async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> {
-        self.inner.unread_count(user).await
-    }
-    async fn mark_read(
-        &self,
-        user: &UserId,
-        id: NotificationId,
-    ) -> Result<Option<Change>, StoreError> {
-        self.inner.mark_read(user, id).await
-    }
-    async fn mark_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> {
-        self.inner.mark_all_read(user).await
-    }
-    async fn delete(&self, user: &UserId, id: NotificationId) -> Result<Change, StoreError> {
-        self.inner.delete(user, id).await
-    }
-    async fn delete_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> {
-        self.inner.delete_all_read(user).await
+impl EventLog for PanickyLog {
+    async fn append(&self, events: &[(Audience, Event)]) -> Result<Vec<Event>, StoreError> {
+        self.inner.append(events).await
     }
     async fn since(
         &self,
         principal: &Principal,
-        after: EventId,
+        after: Cursor,
         limit: usize,
     ) -> Result<Replay, StoreError> {
         self.check();
         self.inner.since(principal, after, limit).await
     }
-    async fn last_event_id(&self, principal: &Principal) -> Result<Option<EventId>, StoreError> {
+    async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<LogRecord>, StoreError> {
+        self.inner.read(after, limit).await
+    }
+    async fn head(&self) -> Result<Cursor, StoreError> {
         self.check();
-        self.inner.last_event_id(principal).await
+        self.inner.head().await
     }
 }
 
@@ -80,13 +61,15 @@ async fn a_panicking_store_fails_only_the_streams_it_serves() {
     sessions.insert("alice", Principal::new("alice"));
     sessions.insert("bob", Principal::new("bob"));
     let armed = Arc::new(AtomicBool::new(false));
-    let store = PanickyStore {
-        inner: InMemoryStore::new(),
+    let store = InMemoryStore::new();
+    let log = PanickyLog {
+        inner: store.clone(),
         armed: armed.clone(),
     };
     let hub = InMemoryHub::new();
     let sse = SseService::builder(CookieSessionAuthenticator::new("sid", sessions))
-        .store(store)
+        .log(log)
+        .inbox(store)
         .hub(hub.clone())
         .build();
     let server = TestServer::start(sse.clone()).await.unwrap();
@@ -110,7 +93,7 @@ async fn a_panicking_store_fails_only_the_streams_it_serves() {
     let mut bob = open("bob").await;
 
     armed.store(true, Ordering::SeqCst);
-    // Connecting needs the store: 500, contained to this request.
+    // Connecting needs the log: 500, contained to this request.
     let refused = Request::get("/")
         .header("cookie", "sid=alice")
         .send(&server.authority())
@@ -118,14 +101,9 @@ async fn a_panicking_store_fails_only_the_streams_it_serves() {
         .unwrap();
     assert_eq!(refused.status(), 500);
     assert_eq!(sse.metrics().rejects(RejectCause::Panic), 1);
-    // Catching up needs it too: only alice's stream, whose hub signalled a
-    // gap, ends; bob's goes on.
-    let gap = sse_core::Event::builder()
-        .id("5")
-        .data("x")
-        .build()
-        .unwrap();
-    hub.deliver(&sse_core::Audience::user("alice"), &gap);
+    // Catching up needs it too: only alice's stream, whose hub signalled
+    // missed events, ends; bob's goes on.
+    hub.signal_missed(&Audience::user("alice"));
     assert!(
         alice.wait_for_end(SECOND).await.unwrap(),
         "alice's stream should end cleanly"

@@ -182,6 +182,49 @@ async fn max_lifetime_ends_the_stream_with_a_retry() {
 }
 
 #[tokio::test]
+async fn a_stream_ends_when_its_credentials_expire_and_they_are_refused_after() {
+    let f = start(|b| b).await;
+    let expiry = std::time::SystemTime::now() + Duration::from_millis(400);
+    f.sessions.insert(
+        "short",
+        sse_core::Principal::new("carol")
+            .with_session("short")
+            .with_expiry(expiry),
+    );
+    let mut stream = f.open("short").await;
+    // Live until then.
+    f.notify("carol", "before expiry").await;
+    assert_eq!(
+        stream.next_event(SECOND).await.unwrap().event_type,
+        "notification"
+    );
+    // Then a retry hint within a second (so the client re-authenticates at
+    // once), and the end.
+    let ended = loop {
+        match stream.next_item(SECOND).await.unwrap() {
+            Some(sse_conformance::parser::Item::Retry(ms)) => break ms,
+            Some(sse_conformance::parser::Item::Comment(_)) => {}
+            other => panic!("expected a retry hint, got {other:?}"),
+        }
+    };
+    assert!(ended < 1_000, "retry {ended} ms after expiry");
+    assert!(
+        std::time::SystemTime::now() >= expiry,
+        "ended before expiry"
+    );
+    assert!(stream.wait_for_end(SECOND).await.unwrap());
+    assert_eq!(
+        f.sse
+            .metrics()
+            .disconnects(DisconnectCause::CredentialsExpired),
+        1
+    );
+    // Reconnecting with the expired credentials is a 401.
+    let again = f.request("short").send(&f.addr()).await.unwrap();
+    assert_eq!(again.status(), 401);
+}
+
+#[tokio::test]
 async fn an_idle_stream_is_closed_after_the_idle_timeout() {
     let f = start(|b| {
         b.idle_timeout(Duration::from_millis(300))

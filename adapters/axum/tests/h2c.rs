@@ -16,7 +16,7 @@ use sse_conformance::parser::{Item, Parser};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_works_over_h2c() {
     let sessions = InMemorySessions::new();
-    let sid = sessions.create(Principal::new("alice"));
+    let sid = sessions.create(Principal::new("alice")).unwrap();
     let sse = SseService::builder(CookieSessionAuthenticator::new("sid", sessions)).build();
     let app = Router::new().sse_stream("/events", &sse);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

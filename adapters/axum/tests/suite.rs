@@ -2,13 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use sse_adapter_suite::Mounted;
+use sse_adapter_suite::{Mounted, UserFromHeaderLayer};
 use sse_axum::sse_core::{NewNotification, Notification};
-use sse_axum::{Authenticated, Notify, SseRouterExt, SseService};
+use sse_axum::{Authenticated, Json, Notify, SseRouterExt, SseService};
 
 async fn notify(
     Authenticated(_sender): Authenticated,
@@ -35,11 +35,12 @@ async fn mount(sse: SseService) -> Mounted {
         .sse_stream("/events", &sse)
         .route("/notify", post(notify))
         .route("/whoami", get(whoami))
-        .with_state(sse);
+        .with_state(sse)
+        .layer(UserFromHeaderLayer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let authority = listener.local_addr().unwrap().to_string();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        sse_axum::serve(listener, app).await.unwrap();
     });
     Mounted {
         authority,

@@ -9,23 +9,31 @@
 //!   the notification out, errors through the adapter's error mapping;
 //! - `GET /whoami`: authenticated, answers the user id as text.
 //!
+//! The whole app must sit behind [`UserFromHeader`] (a tower layer standing
+//! in for the app's own auth middleware, such as tower-sessions): it puts
+//! the `x-suite-user` header's value into the request's extensions as a
+//! [`SuiteUser`], which the suite's authenticator accepts.
+//!
 //! The suite runs the black-box checker (headers, first bytes, framing,
 //! heartbeat, 401, 405, live delivery, replay, isolation) and then checks
 //! many tabs per user under concurrent publishing, the handlers' status
-//! codes, and that every registration is gone after the clients leave.
+//! codes and JSON errors, that authenticators see request extensions, and
+//! that every registration is gone after the clients leave.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sse_conformance::check::{self, HttpPublish, Target};
 use sse_conformance::client::Request;
 use sse_conformance::{Outcome, Report};
 use sse_core::{
-    CookieSessionAuthenticator, InMemoryHub, InMemorySessions, InMemoryStore, Principal,
+    AuthRejection, CookieSessionAuthenticator, ExtensionAuthenticator, InMemoryHub,
+    InMemorySessions, InMemoryStore, Principal, SessionAuthenticator,
 };
 use sse_tower::SseService;
 
@@ -52,6 +60,54 @@ fn cookie(user: &str, tab: usize) -> String {
 
 fn alice_cookie() -> Vec<(String, String)> {
     vec![("cookie".into(), cookie("alice", 0))]
+}
+
+/// The user an auth middleware in front of the app established; see
+/// [`UserFromHeader`].
+#[derive(Debug, Clone)]
+pub struct SuiteUser(pub String);
+
+/// A tower layer standing in for an app's auth middleware: puts the
+/// `x-suite-user` header's value into the request's extensions as a
+/// [`SuiteUser`]. Mount the whole app behind it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserFromHeaderLayer;
+
+impl<S> tower_layer::Layer<S> for UserFromHeaderLayer {
+    type Service = UserFromHeader<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        UserFromHeader(inner)
+    }
+}
+
+/// The service [`UserFromHeaderLayer`] builds.
+#[derive(Debug, Clone)]
+pub struct UserFromHeader<S>(pub S);
+
+impl<S, B> tower_service::Service<http::Request<B>> for UserFromHeader<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let user = request
+            .headers()
+            .get("x-suite-user")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(user) = user {
+            request.extensions_mut().insert(SuiteUser(user));
+        }
+        self.0.call(request)
+    }
 }
 
 /// Builds the service, mounts it with `mount`, runs every check and panics
@@ -90,11 +146,17 @@ where
         }
     }
     let hub = InMemoryHub::new();
-    let sse = SseService::builder(CookieSessionAuthenticator::new("sid", sessions))
-        .hub(hub.clone())
-        .store(InMemoryStore::new())
-        .heartbeat(Duration::from_millis(200))
-        .build();
+    // What the app's middleware established, or else the session cookie:
+    // the shipped authenticators, composed as adopters would.
+    let from_middleware = ExtensionAuthenticator::with(|SuiteUser(user): SuiteUser| async move {
+        Ok::<_, AuthRejection>(Principal::new(user))
+    });
+    let sse =
+        SseService::builder(from_middleware.or(CookieSessionAuthenticator::new("sid", sessions)))
+            .hub(hub.clone())
+            .store(InMemoryStore::new())
+            .heartbeat(Duration::from_millis(200))
+            .build();
     let mounted = mount(sse.clone()).await;
     let world = Arc::new(World {
         sse,
@@ -132,6 +194,16 @@ where
     report
         .check("handlers_authenticate_and_map_errors", limit, || {
             handlers(world.clone())
+        })
+        .await;
+    report
+        .check("json_body_errors_are_400_naming_the_field", limit, || {
+            json_errors(world.clone())
+        })
+        .await;
+    report
+        .check("authenticators_see_request_extensions", limit, || {
+            extensions(world.clone())
         })
         .await;
     report
@@ -218,12 +290,13 @@ async fn many_tabs(world: Arc<World>) -> Result<(), String> {
                     "{user} tab {tab} received {title:?}, addressed to someone else"
                 ));
             }
-            let id: u64 = event
+            let id = event
                 .last_event_id
-                .parse()
-                .map_err(|_| format!("bad id {:?}", event.last_event_id))?;
+                .parse::<sse_core::Cursor>()
+                .map_err(|_| format!("bad id {:?}", event.last_event_id))?
+                .position();
             if id <= last_id {
-                return Err(format!("{user} tab {tab}: id {id} after {last_id}"));
+                return Err(format!("{user} tab {tab}: position {id} after {last_id}"));
             }
             last_id = id;
         }
@@ -291,6 +364,82 @@ async fn handlers(world: Arc<World>) -> Result<(), String> {
             String::from_utf8_lossy(who)
         ));
     }
+    Ok(())
+}
+
+async fn json_errors(world: Arc<World>) -> Result<(), String> {
+    let sender = cookie("alice", 1);
+    for (body, field) in [
+        (r#"{"user":"bob"}"#, Some("title")),
+        (r#"{"user":"bob","title":7}"#, Some("title")),
+        (r#"{"title":"x"}"#, Some("user")),
+        (r#"{"user":"bob","title":"x""#, None),
+        ("[]", None),
+    ] {
+        let (status, answer) = post_notify(&world.authority, &sender, body).await?;
+        let json: serde_json::Value = serde_json::from_str(&answer)
+            .map_err(|e| format!("{body}: the {status} body is not JSON: {e}: {answer}"))?;
+        if status != 400 || !json["error"].is_string() || json["field"].as_str() != field {
+            return Err(format!(
+                "{body}: expected 400 naming {field:?}, got {status} {answer}"
+            ));
+        }
+    }
+    let mut response = Request::new("POST", "/notify")
+        .header("cookie", sender.as_str())
+        .header("content-type", "text/plain")
+        .body(r#"{"user":"bob","title":"x"}"#)
+        .send(&world.authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let answer = response
+        .read_to_end(Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    let json: serde_json::Value = serde_json::from_slice(answer)
+        .map_err(|e| format!("the {status} answer to a text body is not JSON: {e}"))?;
+    if status != 415 || !json["error"].is_string() {
+        return Err(format!(
+            "a body not declared as JSON: expected 415, got {status} {json}"
+        ));
+    }
+    Ok(())
+}
+
+async fn extensions(world: Arc<World>) -> Result<(), String> {
+    let mut whoami = Request::get("/whoami")
+        .header("x-suite-user", "carol")
+        .send(&world.authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = whoami.status();
+    let who = whoami
+        .read_to_end(Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?
+        .to_vec();
+    if (status, who.as_slice()) != (200, b"carol".as_slice()) {
+        return Err(format!(
+            "/whoami with the user in an extension answered {status} {:?}",
+            String::from_utf8_lossy(&who)
+        ));
+    }
+    let mut stream = Request::get("/events")
+        .header("x-suite-user", "carol")
+        .send(&world.authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    if stream.status() != 200 {
+        return Err(format!(
+            "a stream with the user in an extension answered {}",
+            stream.status()
+        ));
+    }
+    stream
+        .next_event(Duration::from_secs(2))
+        .await
+        .map_err(|e| format!("no connected event: {e}"))?;
     Ok(())
 }
 

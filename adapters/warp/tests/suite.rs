@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sse_adapter_suite::Mounted;
+use sse_adapter_suite::{Mounted, UserFromHeader};
 use sse_warp::SseService;
 use sse_warp::sse_core::{NewNotification, Notifier, Principal};
 use warp::Filter;
@@ -21,7 +21,7 @@ async fn mount(sse: SseService) -> Mounted {
         .and(warp::post())
         .and(sse_warp::authenticated(&sse))
         .and(sse_warp::notifier(&sse))
-        .and(warp::body::json())
+        .and(sse_warp::json())
         .and_then(
             |_sender: Principal, notifier: Notifier, new: NewNotification| async move {
                 let notification = notifier.notify(new).await.map_err(sse_warp::reject)?;
@@ -38,8 +38,11 @@ async fn mount(sse: SseService) -> Mounted {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let authority = listener.local_addr().unwrap().to_string();
+    // The auth middleware stands in front of the warp service, whose
+    // filters see the extensions it sets.
+    let app = UserFromHeader(sse_warp::service(routes));
     let server = tokio::spawn(async move {
-        warp::serve(routes).incoming(listener).run().await;
+        sse_tower::serve(listener, app).await.unwrap();
     });
     Mounted {
         authority,

@@ -10,11 +10,13 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use sse_core::{
-    Audience, ConnectionId, Event, Hub, HubError, HubStats, InMemoryHub, Principal, Subscription,
+    Audience, ConnectionId, Event, EventLog, Hub, HubError, HubStats, InMemoryHub, Presence,
+    Principal, Subscription,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::RedisError;
+use crate::presence::{Dirty, Flusher, PresenceKeys, remote_count};
 
 /// A [`Hub`] that spans every node connected to the same Redis.
 ///
@@ -28,9 +30,14 @@ use crate::RedisError;
 ///
 /// # Channels
 ///
-/// `<prefix><kind>:<key>`, with the kind (`u` user, `s` session, `g`
-/// group, `t` topic) at a fixed position, so no key — a topic name a user
-/// chose, say — can spell another audience's channel. Only exact
+/// Ephemeral events go to `<prefix><kind>:<key>`, with the kind (`u`
+/// user, `s` session, `g` group, `t` topic) at a fixed position, so no key
+/// — a topic name a user chose, say — can spell another audience's
+/// channel; events for one connection go to its node's channel only.
+/// **Durable events** (those with a log position) all go to one channel,
+/// `<prefix>d`, that every node reads: each node delivers them through its
+/// [`InMemoryHub`] in position order, filling a position that never
+/// arrives from the attached log (see [`sse_core::log`]). Only exact
 /// `SUBSCRIBE`s are used, never patterns.
 ///
 /// # When Redis goes away
@@ -55,18 +62,22 @@ pub struct RedisHub {
 
 struct Inner {
     local: InMemoryHub,
+    node: NodeLease,
     publisher: ConnectionManager,
     channels: Arc<Channels>,
     prefix: Arc<str>,
     subscribe_timeout: Duration,
     published: AtomicU64,
     link: Arc<Link>,
+    presence: PresenceKeys,
     task: tokio::task::JoinHandle<()>,
+    flusher: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.task.abort();
+        self.flusher.abort();
     }
 }
 
@@ -80,9 +91,11 @@ struct Link {
 /// Redis channels this node needs, counted by local subscription. Commands
 /// are queued while holding the count lock, so Redis sees SUBSCRIBE and
 /// UNSUBSCRIBE of a channel in the order its count crossed zero.
-struct Channels {
+pub(crate) struct Channels {
     counts: Mutex<HashMap<String, usize>>,
     commands: mpsc::UnboundedSender<Command>,
+    /// Keys whose counts changed, for the presence mirror.
+    pub(crate) dirty: Dirty,
 }
 
 enum Command {
@@ -119,6 +132,8 @@ impl Channels {
             .collect();
         // If the task is gone the hub is being dropped; the ack then fails.
         let _ = self.commands.send(Command::Subscribe(new, ack));
+        drop(counts);
+        self.dirty.mark(keys);
         acked
     }
 
@@ -142,6 +157,13 @@ impl Channels {
         if !gone.is_empty() {
             let _ = self.commands.send(Command::Unsubscribe(gone));
         }
+        drop(counts);
+        self.dirty.mark(keys);
+    }
+
+    /// This node's streams per channel key.
+    pub(crate) fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn snapshot(&self) -> Vec<String> {
@@ -164,6 +186,111 @@ pub struct RedisHubBuilder {
     max_backoff: Duration,
     timeout: Duration,
     ping_every: Duration,
+    node_id: Option<u64>,
+    presence_flush: Duration,
+}
+
+/// This node's claim on its id in Redis: `<prefix>node:<id>`, set with
+/// `NX` so no two live nodes hold the same id, and kept alive by the
+/// listener (it expires [`NODE_LEASE_PINGS`] pings after the node stops).
+#[derive(Clone)]
+struct NodeLease {
+    id: u64,
+    key: String,
+    lease: Duration,
+}
+
+/// How many ping intervals a node id stays claimed without a refresh.
+const NODE_LEASE_PINGS: u32 = 6;
+
+impl NodeLease {
+    fn key(prefix: &str, id: u64) -> String {
+        format!("{prefix}node:{id:016x}")
+    }
+
+    /// Claims `preferred` (or a random id), drawing another while the id
+    /// is held by a live node.
+    async fn claim(
+        connection: &mut ConnectionManager,
+        prefix: &str,
+        preferred: Option<u64>,
+        lease: Duration,
+    ) -> Result<Self, redis::RedisError> {
+        let mut candidate = preferred.unwrap_or_else(random_u64);
+        for _ in 0..16 {
+            let key = Self::key(prefix, candidate);
+            let claimed: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(lease))
+                .query_async(connection)
+                .await?;
+            if claimed.is_some() {
+                return Ok(Self {
+                    id: candidate,
+                    key,
+                    lease,
+                });
+            }
+            tracing::info!(
+                node = format_args!("{candidate:016x}"),
+                "node id is held by another live node; drawing another"
+            );
+            candidate = random_u64();
+        }
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "could not claim a free node id",
+        )))
+    }
+
+    /// Extends the lease, re-claiming the id if it expired (Redis was
+    /// restarted, or the node was cut off for longer than the lease).
+    async fn renew(&self, connection: &mut ConnectionManager) -> Result<(), redis::RedisError> {
+        let renewed: Option<String> = redis::cmd("SET")
+            .arg(&self.key)
+            .arg(1)
+            .arg("XX")
+            .arg("PX")
+            .arg(millis(self.lease))
+            .query_async(connection)
+            .await?;
+        if renewed.is_some() {
+            return Ok(());
+        }
+        let reclaimed: Option<String> = redis::cmd("SET")
+            .arg(&self.key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(self.lease))
+            .query_async(connection)
+            .await?;
+        if reclaimed.is_none() {
+            tracing::error!(
+                node = format_args!("{:016x}", self.id),
+                "another node claimed this node's id while it was cut off; connection-addressed events may be misrouted until one of them restarts"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        use std::hash::{BuildHasher, RandomState};
+        return RandomState::new().hash_one(std::time::SystemTime::now());
+    }
+    u64::from_le_bytes(bytes)
 }
 
 impl RedisHubBuilder {
@@ -188,9 +315,25 @@ impl RedisHubBuilder {
     }
 
     /// How often the subscriber connection is pinged to detect a dead link
-    /// (default 5 s).
+    /// (default 5 s). The node's id lease is renewed at the same pace.
     pub fn ping_every(mut self, every: Duration) -> Self {
-        self.ping_every = every;
+        self.ping_every = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a change in this node's streams may wait before it is
+    /// written to Redis for other nodes' [`Hub::presence`] (100 ms by
+    /// default; changes meanwhile go in the same write).
+    pub fn presence_flush(mut self, every: Duration) -> Self {
+        self.presence_flush = every;
+        self
+    }
+
+    /// The node id to claim (default: a random one). If a live node holds
+    /// it, another is drawn: two nodes never share an id, so connection
+    /// ids stay unique across nodes ([`ConnectionId`]).
+    pub fn node_id(mut self, id: u64) -> Self {
+        self.node_id = Some(id);
         self
     }
 
@@ -209,20 +352,31 @@ impl RedisHubBuilder {
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1)
             .set_max_delay(self.max_backoff);
-        let publisher = ConnectionManager::new_with_config(client.clone(), config)
+        let mut publisher = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(connect_failed)?;
+        let node = NodeLease::claim(
+            &mut publisher,
+            &self.prefix,
+            self.node_id,
+            self.ping_every * NODE_LEASE_PINGS,
+        )
+        .await
+        .map_err(connect_failed)?;
         let (commands, receiver) = mpsc::unbounded_channel();
         let channels = Arc::new(Channels {
             counts: Mutex::new(HashMap::new()),
             commands,
+            dirty: Dirty::default(),
         });
         let prefix: Arc<str> = self.prefix.as_str().into();
-        let local = InMemoryHub::new();
+        let local = InMemoryHub::with_node_id(node.id);
         let link = Arc::new(Link::default());
         let (ready, ready_rx) = oneshot::channel();
         let listener = Listener {
             client,
+            publisher: publisher.clone(),
+            node: node.clone(),
             local: local.clone(),
             channels: channels.clone(),
             prefix: prefix.clone(),
@@ -241,16 +395,32 @@ impl RedisHubBuilder {
             }
             Err(_) => return Err(RedisError::Closed),
         }
+        let presence = PresenceKeys::new(&self.prefix, node.id);
+        let flusher = tokio::spawn(
+            Flusher {
+                wake: channels.dirty.wake.clone(),
+                publisher: publisher.clone(),
+                channels: Arc::downgrade(&channels),
+                local: local.clone(),
+                keys: presence.clone(),
+                flush_every: self.presence_flush,
+                lease: node.lease,
+            }
+            .run(),
+        );
         Ok(RedisHub {
             inner: Arc::new(Inner {
                 local,
+                node,
                 publisher,
                 channels,
                 prefix,
                 subscribe_timeout: self.timeout,
                 published: AtomicU64::new(0),
                 link,
+                presence,
                 task,
+                flusher,
             }),
         })
     }
@@ -271,7 +441,15 @@ impl RedisHub {
             max_backoff: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
             ping_every: Duration::from_secs(5),
+            node_id: None,
+            presence_flush: Duration::from_millis(100),
         }
+    }
+
+    /// The id of this node, claimed in Redis: the high half of every
+    /// connection id it hands out.
+    pub fn node_id(&self) -> u64 {
+        self.inner.node.id
     }
 
     /// Whether the subscriber connection is up.
@@ -301,19 +479,29 @@ impl RedisHub {
     }
 }
 
-/// The channel for an audience, and whether the payload needs the
-/// connection id in front. `None` for an audience kind this hub does not
-/// know (never "everyone" by default).
-fn channel(prefix: &str, audience: &Audience) -> Option<(String, Option<ConnectionId>)> {
+/// Every node reads this channel: durable events, whatever their audience.
+fn durable_channel(prefix: &str) -> String {
+    format!("{prefix}d")
+}
+
+/// The channel for an audience, and the connection number to put in
+/// front of the payload for one connection. `None` for an audience kind
+/// this hub does not know (never "everyone" by default).
+pub(crate) fn channel(prefix: &str, audience: &Audience) -> Option<(String, Option<u64>)> {
     Some(match audience {
         Audience::User(user) => (format!("{prefix}u:{user}"), None),
         Audience::Session(session) => (format!("{prefix}s:{session}"), None),
         Audience::Group(group) => (format!("{prefix}g:{group}"), None),
         Audience::Topic(topic) => (format!("{prefix}t:{topic}"), None),
-        Audience::Connection(id) => (format!("{prefix}c"), Some(*id)),
+        // Only the node that owns the connection listens here.
+        Audience::Connection(id) => (connection_channel(prefix, id.node()), Some(id.seq())),
         Audience::Everyone => (format!("{prefix}a"), None),
         _ => return None,
     })
+}
+
+fn connection_channel(prefix: &str, node: u64) -> String {
+    format!("{prefix}c:{node:016x}")
 }
 
 fn key_channel(prefix: &str, kind: char, key: &str) -> String {
@@ -344,22 +532,18 @@ fn channels_of(prefix: &str, principal: &Principal) -> Vec<String> {
 }
 
 /// The audience a message on `channel` is for, and the event's bytes.
-fn parse(prefix: &str, channel: &str, payload: &[u8]) -> Option<(Audience, Bytes)> {
+/// Connection-addressed messages are accepted only on `node`'s channel.
+fn parse(prefix: &str, node: u64, channel: &str, payload: &[u8]) -> Option<(Audience, Bytes)> {
     let rest = channel.strip_prefix(prefix)?;
-    match rest {
-        "a" => return Some((Audience::Everyone, Bytes::copy_from_slice(payload))),
-        "c" => {
-            let newline = payload.iter().position(|b| *b == b'\n')?;
-            let id = std::str::from_utf8(&payload[..newline])
-                .ok()?
-                .parse()
-                .ok()?;
-            return Some((
-                Audience::Connection(ConnectionId(id)),
-                Bytes::copy_from_slice(&payload[newline + 1..]),
-            ));
-        }
-        _ => {}
+    if rest == "a" {
+        return Some((Audience::Everyone, Bytes::copy_from_slice(payload)));
+    }
+    if rest == "d" {
+        // `<audience key>\n<frame>`; audience keys never hold a line break
+        // that matters here: the first one ends the key.
+        let newline = payload.iter().position(|b| *b == b'\n')?;
+        let audience = Audience::from_key(std::str::from_utf8(&payload[..newline]).ok()?)?;
+        return Some((audience, Bytes::copy_from_slice(&payload[newline + 1..])));
     }
     let (kind, key) = rest.split_once(':')?;
     let audience = match kind {
@@ -367,6 +551,20 @@ fn parse(prefix: &str, channel: &str, payload: &[u8]) -> Option<(Audience, Bytes
         "s" => Audience::session(key),
         "g" => Audience::group(key),
         "t" => Audience::topic(key),
+        "c" => {
+            if u64::from_str_radix(key, 16).ok()? != node {
+                return None;
+            }
+            let newline = payload.iter().position(|b| *b == b'\n')?;
+            let seq = std::str::from_utf8(&payload[..newline])
+                .ok()?
+                .parse()
+                .ok()?;
+            return Some((
+                Audience::Connection(ConnectionId::new(node, seq)),
+                Bytes::copy_from_slice(&payload[newline + 1..]),
+            ));
+        }
         _ => return None,
     };
     Some((audience, Bytes::copy_from_slice(payload)))
@@ -380,6 +578,7 @@ impl Hub for RedisHub {
         queue_capacity: usize,
     ) -> Result<Subscription, HubError> {
         let inner = &self.inner;
+        inner.local.ready().await;
         let subscription = inner.local.subscribe_now(principal, queue_capacity);
         let keys = channels_of(&inner.prefix, principal);
         let acked = inner.channels.acquire(&keys);
@@ -403,17 +602,16 @@ impl Hub for RedisHub {
     }
 
     async fn publish(&self, audience: &Audience, event: &Event) -> Result<(), HubError> {
-        let (channel, connection) = channel(&self.inner.prefix, audience).ok_or_else(|| {
-            HubError::Rejected(format!("the Redis hub cannot address {audience:?}"))
-        })?;
         let frame = event.frame();
-        let payload: Vec<u8> = match connection {
-            Some(id) => {
-                let mut payload = format!("{id}\n").into_bytes();
+        let (channel, payload) = match (event.cursor(), audience.key()) {
+            (Some(_), Some(key)) => {
+                let mut payload = Vec::with_capacity(key.len() + 1 + frame.len());
+                payload.extend_from_slice(key.as_bytes());
+                payload.push(b'\n');
                 payload.extend_from_slice(frame);
-                payload
+                (durable_channel(&self.inner.prefix), payload)
             }
-            None => frame.to_vec(),
+            _ => self.ephemeral(audience, frame)?,
         };
         let mut connection = self.inner.publisher.clone();
         redis::cmd("PUBLISH")
@@ -431,6 +629,52 @@ impl Hub for RedisHub {
         stats.published = self.inner.published.load(Ordering::Relaxed);
         stats
     }
+
+    fn attach_log(&self, log: Arc<dyn EventLog>) {
+        self.inner.local.attach_log(log);
+    }
+
+    /// This node's exact count plus every other live node's, as of its
+    /// last flush (within [`presence_flush`](RedisHubBuilder::presence_flush),
+    /// 100 ms by default). A node that dies stops counting when its lease
+    /// expires (six [`ping_every`](RedisHubBuilder::ping_every), 30 s by
+    /// default). A connection on another node is not answered
+    /// ([`HubError::Unsupported`]).
+    async fn presence(&self, audience: &Audience) -> Result<Presence, HubError> {
+        let inner = &self.inner;
+        let local = inner.local.local_presence(audience);
+        let Some(field) = inner.presence.field_of(audience) else {
+            return match audience {
+                Audience::Connection(id) if id.node() == inner.node.id => Ok(Presence::new(local)),
+                _ => Err(HubError::Unsupported(
+                    "presence of another node's connection",
+                )),
+            };
+        };
+        let mut connection = inner.publisher.clone();
+        let remote = remote_count(&mut connection, &inner.presence, &field)
+            .await
+            .map_err(|e| HubError::Unavailable(Box::new(e)))?;
+        Ok(Presence::new(local + remote))
+    }
+}
+
+impl RedisHub {
+    /// The channel and payload of an ephemeral event.
+    fn ephemeral(&self, audience: &Audience, frame: &Bytes) -> Result<(String, Vec<u8>), HubError> {
+        let (channel, connection) = channel(&self.inner.prefix, audience).ok_or_else(|| {
+            HubError::Rejected(format!("the Redis hub cannot address {audience:?}"))
+        })?;
+        let payload: Vec<u8> = match connection {
+            Some(seq) => {
+                let mut payload = format!("{seq}\n").into_bytes();
+                payload.extend_from_slice(frame);
+                payload
+            }
+            None => frame.to_vec(),
+        };
+        Ok((channel, payload))
+    }
 }
 
 impl std::fmt::Debug for RedisHub {
@@ -446,6 +690,9 @@ impl std::fmt::Debug for RedisHub {
 /// The background task that owns the subscriber connection.
 struct Listener {
     client: redis::Client,
+    /// For renewing the node's id lease (a subscriber connection cannot).
+    publisher: ConnectionManager,
+    node: NodeLease,
     local: InMemoryHub,
     channels: Arc<Channels>,
     prefix: Arc<str>,
@@ -521,7 +768,8 @@ impl Listener {
         let (mut sink, stream) = pubsub.split();
         let mut channels = self.channels.snapshot();
         channels.push(format!("{}a", self.prefix));
-        channels.push(format!("{}c", self.prefix));
+        channels.push(durable_channel(&self.prefix));
+        channels.push(connection_channel(&self.prefix, self.node.id));
         for chunk in channels.chunks(1_000) {
             tokio::time::timeout(self.timeout, sink.subscribe(chunk))
                 .await
@@ -569,8 +817,14 @@ impl Listener {
                     None => return Ended::Closed,
                 },
                 _ = ping.tick() => {
-                    if !matches!(tokio::time::timeout(self.timeout, sink.ping::<String>()).await, Ok(Ok(_))) {
+                    // In subscribed mode Redis answers PING with an array
+                    // (`pong`, ""), not a status: accept any reply.
+                    if !matches!(tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
                         return Ended::Lost;
+                    }
+                    let mut publisher = self.publisher.clone();
+                    if let Err(error) = self.node.renew(&mut publisher).await {
+                        tracing::warn!(%error, "renewing the node id lease failed");
                     }
                 }
             }
@@ -602,9 +856,13 @@ impl Listener {
 
     fn deliver(&self, message: &redis::Msg) {
         let channel = message.get_channel_name();
-        let Some((audience, frame)) = parse(&self.prefix, channel, message.get_payload_bytes())
-        else {
-            tracing::warn!(channel, "ignoring a message on an unknown channel");
+        let Some((audience, frame)) = parse(
+            &self.prefix,
+            self.node.id,
+            channel,
+            message.get_payload_bytes(),
+        ) else {
+            tracing::warn!("ignoring a message on a channel this hub does not serve");
             return;
         };
         let event = if frame.is_empty() {
@@ -613,7 +871,7 @@ impl Listener {
             match Event::from_encoded(frame) {
                 Ok(event) => event,
                 Err(error) => {
-                    tracing::warn!(channel, %error, "ignoring a malformed message");
+                    tracing::warn!(%error, "ignoring a malformed message");
                     return;
                 }
             }
@@ -639,26 +897,35 @@ mod tests {
     #[test]
     fn channels_keep_kinds_apart_and_parse_back() {
         let prefix = "sse:";
+        let node = 0xfeed;
         let user = channel(prefix, &Audience::user("alice")).unwrap().0;
         let spoof = channel(prefix, &Audience::topic("u:alice")).unwrap().0;
         assert_eq!(user, "sse:u:alice");
         assert_eq!(spoof, "sse:t:u:alice");
         assert_ne!(user, spoof);
         assert_eq!(
-            parse(prefix, &spoof, b"x").unwrap().0,
+            parse(prefix, node, &spoof, b"x").unwrap().0,
             Audience::topic("u:alice")
         );
+        let (mine, seq) =
+            channel(prefix, &Audience::Connection(ConnectionId::new(node, 42))).unwrap();
+        assert_eq!((mine.as_str(), seq), ("sse:c:000000000000feed", Some(42)));
         assert_eq!(
-            parse(prefix, "sse:c", b"42\ndata: x\n\n").unwrap(),
+            parse(prefix, node, &mine, b"42\ndata: x\n\n").unwrap(),
             (
-                Audience::Connection(ConnectionId(42)),
+                Audience::Connection(ConnectionId::new(node, 42)),
                 Bytes::from_static(b"data: x\n\n")
             )
         );
-        assert_eq!(parse(prefix, "sse:a", b"").unwrap().0, Audience::Everyone);
-        assert!(parse(prefix, "other:u:x", b"").is_none());
-        assert!(parse(prefix, "sse:zz", b"").is_none());
-        assert!(parse(prefix, "sse:c", b"notanid\n").is_none());
+        // Another node's connection channel is never delivered here.
+        assert!(parse(prefix, node + 1, &mine, b"42\ndata: x\n\n").is_none());
+        assert_eq!(
+            parse(prefix, node, "sse:a", b"").unwrap().0,
+            Audience::Everyone
+        );
+        assert!(parse(prefix, node, "other:u:x", b"").is_none());
+        assert!(parse(prefix, node, "sse:zz", b"").is_none());
+        assert!(parse(prefix, node, &mine, b"notanid\n").is_none());
         assert_eq!(redact("redis://:pw@host:6379"), "redis://***@host:6379");
     }
 }

@@ -28,6 +28,9 @@
 #![deny(missing_docs)]
 
 mod hub;
+mod link;
+mod presence;
+mod scripts;
 mod sessions;
 mod store;
 

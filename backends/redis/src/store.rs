@@ -1,41 +1,63 @@
-//! [`RedisStore`]: notifications and the change log in Redis.
+//! [`RedisStore`]: the event log and the notification inbox in Redis.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
-use redis::{Script, Value};
+use redis::{FromRedisValue, Value};
+use sse_core::log::{Epoch, LogRecord, Replay, check_appendable};
 use sse_core::{
-    Change, ChangeKind, EventId, NewNotification, Notification, NotificationId, NotificationStore,
-    Page, PageRequest, Principal, Replay, Retention, StoreError, Timestamp, UserId,
+    Audience, Change, ChangeKind, Cursor, Event, EventLog, NewNotification, Notification,
+    NotificationId, NotificationPolicy, NotificationStore, Page, PageRequest, Principal, Retention,
+    StoreError, Timestamp, UserId,
 };
 
 use crate::RedisError;
 use crate::hub::redact;
+use crate::link::Link;
+use crate::scripts;
 
-/// A [`NotificationStore`] for teams with Redis but no SQL database.
+/// The event log and notification inbox for teams with Redis and no SQL
+/// database: an [`EventLog`] for every durable audience and a
+/// [`NotificationStore`] that writes its changes through it.
 ///
-/// Per recipient (all under one hash tag, so a recipient lives on one
-/// cluster slot): a hash of notifications, a sorted set of their ids (for
-/// paging), a set of the unread ones (its size is the unread count), a
-/// change counter and a stream — the change log — whose entries have the
-/// ids `0-1`, `0-2`, …: the change ids. Every write is one Lua script, so
-/// the id, the state change and the log entry are atomic and ids are
-/// consecutive per recipient.
+/// # Layout
 ///
-/// Retention: the stream is trimmed with `XADD … MAXLEN ~ N` (cheap,
-/// approximate); `since` treats everything older than the newest `N` as
-/// gone, so clients see exactly the retention they were promised. Only a
-/// count limit is supported: ids are not times.
+/// Every key lives under one hash tag (`<prefix>{<prefix>log}:…`), so the
+/// whole store sits on one cluster slot and each write — a notification
+/// change and its log entry, or a batch — is one atomic script. The log is
+/// a stream whose entry ids are `0-<position>`, positions taken from one
+/// counter inside the script (so they are dense and visible in order),
+/// with a sorted set of positions per audience for replays. Each user's
+/// inbox is a hash of notifications, a sorted set of their ids, the set of
+/// unread ones (its size is the unread count) and a version.
 ///
-/// Redis must persist (AOF or RDB) for this to be durable.
+/// # One encoding
+///
+/// Scripts store what Rust encoded (the notification's JSON, each event's
+/// frame); they only take positions and check versions. An inbox write
+/// reads the user's state, builds the change with the same serde types as
+/// every other store, and applies it only if the user's version did not
+/// move meanwhile (else it reads again). Each write carries a token, so a
+/// request retried after a dropped connection is not applied twice.
+///
+/// # Retention
+///
+/// By count and by age ([`Retention`]), applied as appends go (times come
+/// from Redis's clock); replays below what is kept answer `HistoryGone`.
+///
+/// Redis must persist (AOF or RDB) for this to be durable. While Redis is
+/// down, operations fail at once with
+/// [`StoreError::Unavailable`](sse_core::StoreError::Unavailable).
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
-    prefix: Arc<str>,
-    max_changes: usize,
+    link: Link,
+    keys: Arc<LogKeys>,
+    retention: Retention,
+    policy: NotificationPolicy,
 }
 
 /// Options for [`RedisStore`]; see [`RedisStore::builder`].
@@ -45,6 +67,7 @@ pub struct RedisStoreBuilder {
     url: String,
     prefix: String,
     retention: Retention,
+    policy: NotificationPolicy,
     timeout: Duration,
 }
 
@@ -55,10 +78,16 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How many changes per recipient to keep for replay (default 1,000).
-    /// An age limit is refused at connect: see [`RedisStore`].
+    /// How much history the log keeps (default: the newest 100,000
+    /// events).
     pub fn retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// The limits new notifications are checked against.
+    pub fn policy(mut self, policy: NotificationPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -71,11 +100,6 @@ impl RedisStoreBuilder {
 
     /// Connects.
     pub async fn connect(self) -> Result<RedisStore, RedisError> {
-        if self.retention.age_limit().is_some() {
-            return Err(RedisError::Unsupported(
-                "the Redis store keeps changes by count only; use Retention::max_changes_per_user",
-            ));
-        }
         let client = redis::Client::open(self.url.as_str()).map_err(|source| RedisError::Url {
             url: redact(&self.url),
             source,
@@ -84,116 +108,77 @@ impl RedisStoreBuilder {
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1);
-        let connection = ConnectionManager::new_with_config(client, config)
+        let manager = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|source| RedisError::Connect {
                 url: redact(&self.url),
                 source,
             })?;
         Ok(RedisStore {
-            connection,
-            prefix: self.prefix.into(),
-            max_changes: self.retention.changes_limit().unwrap_or(usize::MAX),
+            link: Link::new(manager, self.timeout),
+            keys: Arc::new(LogKeys::new(&self.prefix)),
+            retention: self.retention,
+            policy: self.policy,
         })
     }
 }
 
-/// One recipient's keys.
-struct Keys {
-    notifications: String,
-    ids: String,
-    unread: String,
-    counter: String,
-    log: String,
-}
-
-/// Keys stay distinct for any user id: `{`, `}` and `%` are escaped, so the
-/// hash tag is exactly the user.
-fn escape(user: &str) -> String {
-    user.replace('%', "%25")
+/// Keys stay distinct for any name: `{`, `}` and `%` are escaped, so a
+/// name cannot leave its hash tag or spell another key.
+fn escape(name: &str) -> String {
+    name.replace('%', "%25")
         .replace('{', "%7B")
         .replace('}', "%7D")
 }
 
-/// Appends a change: bumps the counter, logs it with the counter as id.
-const LOG: &str = r#"
-local function log(kind, now, maxlen)
-  local seq = redis.call('INCR', KEYS[4])
-  local unread = redis.call('SCARD', KEYS[3])
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '0-' .. string.format('%d', seq), 'k', kind, 'u', unread, 't', now)
-  return {string.format('%d', seq), string.format('%d', unread)}
-end
-"#;
+/// The log's keys, all under one hash tag.
+struct LogKeys {
+    base: String,
+    head: String,
+    epoch: String,
+    log: String,
+    pruned: String,
+    notification_ids: String,
+}
 
-static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r#"{LOG}
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-return log(ARGV[3], ARGV[4], ARGV[5])"#
-    ))
-});
+/// One user's inbox keys.
+#[derive(Clone)]
+struct InboxKeys {
+    notifications: String,
+    ids: String,
+    unread: String,
+    version: String,
+}
 
-static MARK_READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r#"{LOG}
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {{'missing'}} end
-if redis.call('SREM', KEYS[3], ARGV[1]) == 0 then return {{'unchanged'}} end
-return log(ARGV[2], ARGV[3], ARGV[4])"#
-    ))
-});
+impl LogKeys {
+    fn new(prefix: &str) -> Self {
+        let base = format!("{prefix}{{{}log}}", escape(prefix));
+        Self {
+            head: format!("{base}:head"),
+            epoch: format!("{base}:epoch"),
+            log: format!("{base}:log"),
+            pruned: format!("{base}:pruned"),
+            notification_ids: format!("{base}:nid"),
+            base,
+        }
+    }
 
-static MARK_ALL_READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r#"{LOG}
-local ids = redis.call('SMEMBERS', KEYS[3])
-if #ids == 0 then return {{'unchanged'}} end
-table.sort(ids, function(a, b) return tonumber(a) < tonumber(b) end)
-redis.call('DEL', KEYS[3])
-local out = log('{{"type":"read","ids":[' .. table.concat(ids, ',') .. ']}}', ARGV[1], ARGV[2])
-for _, id in ipairs(ids) do table.insert(out, id) end
-return out"#
-    ))
-});
+    fn index(&self, audience_key: &str) -> String {
+        format!("{}:i:{}", self.base, escape(audience_key))
+    }
 
-static DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r#"{LOG}
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {{'missing'}} end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[1])
-return log(ARGV[2], ARGV[3], ARGV[4])"#
-    ))
-});
+    fn token(&self, token: &str) -> String {
+        format!("{}:tok:{token}", self.base)
+    }
 
-static DELETE_ALL_READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r#"{LOG}
-local read = {{}}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  if redis.call('SISMEMBER', KEYS[3], id) == 0 then table.insert(read, id) end
-end
-if #read == 0 then return {{'unchanged'}} end
-for _, id in ipairs(read) do
-  redis.call('HDEL', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-end
-local out = log('{{"type":"deleted","ids":[' .. table.concat(read, ',') .. ']}}', ARGV[1], ARGV[2])
-for _, id in ipairs(read) do table.insert(out, id) end
-return out"#
-    ))
-});
-
-fn store_error(error: redis::RedisError) -> StoreError {
-    if error.is_io_error()
-        || error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-    {
-        StoreError::Unavailable(Box::new(error))
-    } else {
-        StoreError::Backend(Box::new(error))
+    fn inbox(&self, user: &UserId) -> InboxKeys {
+        let base = format!("{}:u:{}", self.base, escape(user.as_str()));
+        InboxKeys {
+            notifications: format!("{base}:n"),
+            ids: format!("{base}:ids"),
+            unread: format!("{base}:unread"),
+            version: format!("{base}:v"),
+        }
     }
 }
 
@@ -205,37 +190,78 @@ fn json_error(error: serde_json::Error) -> StoreError {
     StoreError::Backend(Box::new(error))
 }
 
-/// What a write script answered.
-enum Written {
-    Missing,
-    Unchanged,
-    Logged {
-        id: u64,
-        unread: u64,
-        ids: Vec<NotificationId>,
-    },
+fn random_token() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::fill(&mut bytes).is_err() {
+        use std::hash::{BuildHasher, RandomState};
+        return format!(
+            "{:x}",
+            RandomState::new().hash_one(std::time::SystemTime::now())
+        );
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn written(reply: Vec<String>) -> Result<Written, StoreError> {
-    match reply.first().map(String::as_str) {
-        Some("missing") => Ok(Written::Missing),
-        Some("unchanged") => Ok(Written::Unchanged),
-        Some(_) if reply.len() >= 2 => {
-            let number = |text: &str| {
-                text.parse::<u64>()
-                    .map_err(|_| corrupt("a non-numeric script reply"))
-            };
-            Ok(Written::Logged {
-                id: number(&reply[0])?,
-                unread: number(&reply[1])?,
-                ids: reply[2..]
-                    .iter()
-                    .map(|id| number(id).map(NotificationId))
-                    .collect::<Result<_, _>>()?,
-            })
-        }
-        _ => Err(corrupt("an empty script reply")),
-    }
+fn text(value: &Value) -> Result<String, StoreError> {
+    String::from_redis_value(value.clone()).map_err(|_| corrupt("a non-text script reply"))
+}
+
+fn number(value: &Value) -> Result<u64, StoreError> {
+    text(value)?
+        .parse()
+        .map_err(|_| corrupt("a non-numeric script reply"))
+}
+
+/// How much of a user a write reads besides version and unread count.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// Nothing more (a create).
+    Count,
+    /// Whether one notification exists and is unread.
+    One(NotificationId),
+    /// The unread ids.
+    Unread,
+    /// The unread ids and every id.
+    All,
+}
+
+/// A user as [`RedisStore::read_users`] found them.
+#[derive(Debug, Default)]
+struct UserState {
+    version: String,
+    unread_count: u64,
+    /// Sorted; read for `Scope::Unread` and `Scope::All`.
+    unread: Vec<NotificationId>,
+    /// Sorted; read for `Scope::All`.
+    ids: Vec<NotificationId>,
+    /// For `Scope::One`.
+    one_exists: bool,
+    one_unread: bool,
+}
+
+/// One user's part of a write: the version it was read at and what to do.
+struct UserWrite {
+    keys: InboxKeys,
+    version: String,
+    ops: Vec<Op>,
+}
+
+enum Op {
+    Set(NotificationId, String),
+    AddId(NotificationId),
+    AddUnread(NotificationId),
+    RemoveUnread(NotificationId),
+    RemoveNotification(NotificationId),
+    RemoveId(NotificationId),
+    ClearUnread,
+}
+
+/// What a write did.
+enum Written {
+    /// A user's version moved: read again.
+    Conflict,
+    /// Applied (now or by an earlier try of the same token).
+    Applied { epoch: Epoch, first: u64 },
 }
 
 impl RedisStore {
@@ -250,112 +276,585 @@ impl RedisStore {
             url: url.into(),
             prefix: "sse:".to_owned(),
             retention: Retention::default(),
+            policy: NotificationPolicy::default(),
             timeout: Duration::from_secs(2),
         }
     }
 
-    fn keys(&self, user: &UserId) -> Keys {
-        let base = format!("{}{{{}}}", self.prefix, escape(user.as_str()));
-        Keys {
-            notifications: format!("{base}:n"),
-            ids: format!("{base}:ids"),
-            unread: format!("{base}:unread"),
-            counter: format!("{base}:seq"),
-            log: format!("{base}:log"),
-        }
+    fn limits(&self) -> (String, String) {
+        (
+            self.retention
+                .events_limit()
+                .map_or_else(String::new, |n| n.to_string()),
+            self.retention
+                .age_limit()
+                .map_or_else(String::new, |age| age.as_millis().to_string()),
+        )
     }
 
-    fn maxlen(&self) -> String {
-        self.max_changes.min(i64::MAX as usize).to_string()
-    }
-
-    async fn run(
+    /// Runs [`scripts::WRITE`]: the users' operations under their versions,
+    /// then `events` appended, once per token.
+    async fn write(
         &self,
-        script: &Script,
-        keys: &Keys,
-        args: &[String],
+        users: &[UserWrite],
+        events: &[(Audience, Event)],
+        token: &str,
     ) -> Result<Written, StoreError> {
-        let mut invocation = script.prepare_invoke();
+        let keys = &self.keys;
+        let (max_events, max_age) = self.limits();
+        let mut invocation = scripts::WRITE.prepare_invoke();
         invocation
-            .key(&keys.notifications)
-            .key(&keys.ids)
-            .key(&keys.unread)
-            .key(&keys.counter)
-            .key(&keys.log);
-        for arg in args {
-            invocation.arg(arg);
+            .key(&keys.head)
+            .key(&keys.epoch)
+            .key(&keys.log)
+            .key(&keys.pruned)
+            .key(keys.token(token));
+        for user in users {
+            invocation
+                .key(&user.keys.notifications)
+                .key(&user.keys.ids)
+                .key(&user.keys.unread)
+                .key(&user.keys.version);
         }
-        let mut connection = self.connection.clone();
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(store_error)?;
-        written(reply)
+        let mut audiences = Vec::with_capacity(events.len());
+        for (audience, _) in events {
+            let key = audience.key().unwrap_or_default();
+            invocation.key(keys.index(&key));
+            audiences.push(key);
+        }
+        invocation
+            .arg(token)
+            .arg(Epoch::random().to_string())
+            .arg(max_events)
+            .arg(max_age)
+            .arg(users.len())
+            .arg(events.len());
+        for user in users {
+            invocation.arg(&user.version).arg(user.ops.len());
+            for op in &user.ops {
+                match op {
+                    Op::Set(id, json) => invocation.arg("hset").arg(id.get()).arg(json),
+                    Op::AddId(id) => invocation.arg("zadd").arg(id.get()),
+                    Op::AddUnread(id) => invocation.arg("sadd").arg(id.get()),
+                    Op::RemoveUnread(id) => invocation.arg("srem").arg(id.get()),
+                    Op::RemoveNotification(id) => invocation.arg("hdel").arg(id.get()),
+                    Op::RemoveId(id) => invocation.arg("zrem").arg(id.get()),
+                    Op::ClearUnread => invocation.arg("delunread").arg("-"),
+                };
+            }
+        }
+        for ((_, event), audience) in events.iter().zip(&audiences) {
+            invocation.arg(audience).arg(event.frame().as_ref());
+        }
+        let reply: Vec<Value> = self
+            .link
+            .run(|mut connection| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut connection).await }
+            })
+            .await?;
+        match reply.first().map(text).transpose()?.as_deref() {
+            Some("conflict") => Ok(Written::Conflict),
+            Some("ok" | "done") if reply.len() >= 4 => {
+                let epoch = text(&reply[1])?
+                    .parse()
+                    .map_err(|_| corrupt("the log's epoch"))?;
+                let first = number(&reply[2])?;
+                let cleanup: Vec<String> = reply[4..].iter().map(text).collect::<Result<_, _>>()?;
+                if !cleanup.is_empty() {
+                    self.clean_indexes(cleanup).await;
+                }
+                Ok(Written::Applied { epoch, first })
+            }
+            _ => Err(corrupt("a write script reply")),
+        }
     }
 
-    fn change(user: &UserId, kind: ChangeKind, id: u64, unread: u64, at: Timestamp) -> Change {
-        Change::new(EventId(id), user.clone(), kind, unread, at)
+    /// Drops pruned positions from audience indexes (a replay skips them
+    /// anyway; this gives the memory back).
+    async fn clean_indexes(&self, audiences: Vec<String>) {
+        let (pruned, keys) = (self.keys.pruned.clone(), &self.keys);
+        let floor: Result<Option<u64>, _> = self
+            .link
+            .run(|mut connection| {
+                let pruned = &pruned;
+                async move {
+                    redis::cmd("GET")
+                        .arg(pruned)
+                        .query_async(&mut connection)
+                        .await
+                }
+            })
+            .await;
+        let Ok(Some(floor)) = floor else { return };
+        let mut pipe = redis::pipe();
+        for audience in &audiences {
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(keys.index(audience))
+                .arg("-inf")
+                .arg(floor)
+                .ignore();
+        }
+        if let Err(error) = self
+            .link
+            .run(|mut connection| {
+                let pipe = &pipe;
+                async move { pipe.query_async::<()>(&mut connection).await }
+            })
+            .await
+        {
+            tracing::debug!(%error, "cleaning audience indexes failed; replays skip pruned positions anyway");
+        }
     }
+
+    /// The events as the write script stored them: each with its position.
+    fn stamp(
+        events: &[(Audience, Event)],
+        epoch: Epoch,
+        first: u64,
+    ) -> Result<Vec<Event>, StoreError> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, (_, event))| {
+                event
+                    .with_cursor(epoch.at(first + i as u64))
+                    .map_err(|e| StoreError::Backend(Box::new(e)))
+            })
+            .collect()
+    }
+
+    /// What a write needs to know of each user, read together in one round
+    /// trip: their version and unread count always, and only as much more
+    /// as `scope` asks, so that a create or a single-id change costs the
+    /// same whatever the size of the inbox.
+    async fn read_users(
+        &self,
+        keys: &[&InboxKeys],
+        scope: Scope,
+        reserve: usize,
+    ) -> Result<(Vec<UserState>, Vec<NotificationId>), StoreError> {
+        let mut read = redis::pipe();
+        read.atomic();
+        if reserve > 0 {
+            // Fresh notification ids, in the same round trip.
+            read.cmd("INCRBY")
+                .arg(&self.keys.notification_ids)
+                .arg(reserve);
+        }
+        for keys in keys {
+            read.cmd("GET")
+                .arg(&keys.version)
+                .cmd("SCARD")
+                .arg(&keys.unread);
+            match scope {
+                Scope::Count => {}
+                Scope::One(id) => {
+                    read.cmd("SISMEMBER")
+                        .arg(&keys.unread)
+                        .arg(id.0)
+                        .cmd("ZSCORE")
+                        .arg(&keys.ids)
+                        .arg(id.0);
+                }
+                Scope::Unread => {
+                    read.cmd("SMEMBERS").arg(&keys.unread);
+                }
+                Scope::All => {
+                    read.cmd("SMEMBERS")
+                        .arg(&keys.unread)
+                        .cmd("ZRANGE")
+                        .arg(&keys.ids)
+                        .arg(0)
+                        .arg(-1);
+                }
+            }
+        }
+        let mut values: Vec<redis::Value> = self
+            .link
+            .run(|mut connection| {
+                let read = &read;
+                async move { read.query_async(&mut connection).await }
+            })
+            .await?;
+        let reserved = if reserve > 0 {
+            if values.is_empty() {
+                return Err(corrupt("no reply to INCRBY"));
+            }
+            let last: u64 = redis::from_redis_value(values.remove(0))
+                .map_err(|_| corrupt("a notification id counter"))?;
+            let first = (last + 1).saturating_sub(reserve as u64);
+            (first..=last).map(NotificationId).collect()
+        } else {
+            Vec::new()
+        };
+        let per_user = match scope {
+            Scope::Count => 2,
+            Scope::One(_) | Scope::All => 4,
+            Scope::Unread => 3,
+        };
+        if values.len() != keys.len() * per_user {
+            return Err(corrupt("a user read returned the wrong number of replies"));
+        }
+        let parse = |value: &redis::Value| -> Result<Vec<NotificationId>, StoreError> {
+            let mut ids: Vec<u64> =
+                redis::from_redis_value(value.clone()).map_err(|_| corrupt("an id set"))?;
+            ids.sort_unstable();
+            Ok(ids.into_iter().map(NotificationId).collect())
+        };
+        values
+            .chunks(per_user)
+            .map(|user| {
+                let version: Option<String> = redis::from_redis_value(user[0].clone())
+                    .map_err(|_| corrupt("a user version"))?;
+                let unread_count: u64 = redis::from_redis_value(user[1].clone())
+                    .map_err(|_| corrupt("an unread count"))?;
+                let mut state = UserState {
+                    version: version.unwrap_or_else(|| "0".to_owned()),
+                    unread_count,
+                    ..UserState::default()
+                };
+                match scope {
+                    Scope::Count => {}
+                    Scope::One(_) => {
+                        state.one_unread = redis::from_redis_value::<bool>(user[2].clone())
+                            .map_err(|_| corrupt("an unread flag"))?;
+                        state.one_exists = !matches!(user[3], redis::Value::Nil);
+                    }
+                    Scope::Unread => state.unread = parse(&user[2])?,
+                    Scope::All => {
+                        state.unread = parse(&user[2])?;
+                        state.ids = parse(&user[3])?;
+                    }
+                }
+                Ok(state)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(|states| (states, reserved))
+    }
+
+    /// Reads `user`, lets `plan` decide the change (or that there is
+    /// none), and writes it; again from the read if the user changed
+    /// meanwhile.
+    async fn change<T>(
+        &self,
+        user: &UserId,
+        scope: Scope,
+        plan: impl Fn(&UserState) -> Result<Option<(Vec<Op>, ChangeKind, u64, T)>, StoreError>,
+    ) -> Result<Option<(Change, T)>, StoreError> {
+        let token = random_token();
+        for _ in 0..100 {
+            let keys = self.keys.inbox(user);
+            let state = self
+                .read_users(&[&keys], scope, 0)
+                .await?
+                .0
+                .pop()
+                .ok_or_else(|| corrupt("no user read"))?;
+            let version = state.version.clone();
+            let Some((ops, kind, unread_after, extra)) = plan(&state)? else {
+                return Ok(None);
+            };
+            let event = Change::encode(&kind, unread_after)
+                .map_err(|e| StoreError::Backend(Box::new(e)))?;
+            let events = [(Audience::User(user.clone()), event)];
+            let write = UserWrite { keys, version, ops };
+            match self
+                .write(std::slice::from_ref(&write), &events, &token)
+                .await?
+            {
+                Written::Conflict => continue,
+                Written::Applied { epoch, first } => {
+                    let stored = Self::stamp(&events, epoch, first)?;
+                    let change = Change::from_appended(
+                        user.clone(),
+                        kind,
+                        unread_after,
+                        Timestamp::now(),
+                        stored
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| corrupt("no event"))?,
+                    )
+                    .map_err(|e| StoreError::Backend(Box::new(e)))?;
+                    return Ok(Some((change, extra)));
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the user's notifications kept changing during the write; retry".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl EventLog for RedisStore {
+    async fn append(&self, events: &[(Audience, Event)]) -> Result<Vec<Event>, StoreError> {
+        check_appendable(events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.write(&[], events, &random_token()).await? {
+            Written::Applied { epoch, first } => Self::stamp(events, epoch, first),
+            Written::Conflict => Err(corrupt("a conflict without users")),
+        }
+    }
+
+    async fn since(
+        &self,
+        principal: &Principal,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<Replay, StoreError> {
+        let keys = &self.keys;
+        let (max_events, max_age) = self.limits();
+        let mut invocation = scripts::SINCE.prepare_invoke();
+        invocation
+            .key(&keys.head)
+            .key(&keys.epoch)
+            .key(&keys.log)
+            .key(&keys.pruned);
+        for audience in principal.durable_audiences() {
+            invocation.key(keys.index(&audience.key().unwrap_or_default()));
+        }
+        invocation
+            .arg(after.epoch().to_string())
+            .arg(after.position())
+            .arg(limit)
+            .arg(max_events)
+            .arg(max_age);
+        let reply: Vec<Value> = self
+            .link
+            .run(|mut connection| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut connection).await }
+            })
+            .await?;
+        let head = |epoch: &Value, position: &Value| -> Result<Cursor, StoreError> {
+            let epoch: Epoch = text(epoch)?
+                .parse()
+                .map_err(|_| corrupt("the log's epoch"))?;
+            Ok(epoch.at(number(position)?))
+        };
+        match reply.first().map(text).transpose()?.as_deref() {
+            Some("empty") => {
+                let head = self.head().await?;
+                Ok(Replay::HistoryGone { head })
+            }
+            Some("gone") if reply.len() == 3 => Ok(Replay::HistoryGone {
+                head: head(&reply[1], &reply[2])?,
+            }),
+            Some("events") if reply.len() >= 4 => {
+                let log_head = head(&reply[1], &reply[2])?;
+                let more = number(&reply[3])? == 1;
+                let events = reply[4..]
+                    .iter()
+                    .map(|frame| {
+                        Event::from_encoded(Bytes::from(text(frame)?))
+                            .map_err(|e| StoreError::Backend(Box::new(e)))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let head = match (more, events.last().and_then(Event::cursor)) {
+                    (true, Some(last)) => last,
+                    _ => log_head,
+                };
+                Ok(Replay::Events { events, head })
+            }
+            _ => Err(corrupt("a replay script reply")),
+        }
+    }
+
+    async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<LogRecord>, StoreError> {
+        let keys = &self.keys;
+        let mut read = redis::pipe();
+        read.atomic()
+            .cmd("GET")
+            .arg(&keys.epoch)
+            .cmd("XRANGE")
+            .arg(&keys.log)
+            .arg(format!("(0-{}", after.position()))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1));
+        let (epoch, range): (Option<String>, StreamRangeReply) = self
+            .link
+            .run(|mut connection| {
+                let read = &read;
+                async move { read.query_async(&mut connection).await }
+            })
+            .await?;
+        if epoch.as_deref() != Some(after.epoch().to_string().as_str()) {
+            return Ok(Vec::new());
+        }
+        range
+            .ids
+            .into_iter()
+            .take(limit)
+            .map(|entry| {
+                let field = |name: &str| -> Result<String, StoreError> {
+                    match entry.map.get(name) {
+                        Some(value) => text(value),
+                        None => Err(corrupt("a log entry without its fields")),
+                    }
+                };
+                let audience = Audience::from_key(&field("a")?)
+                    .ok_or_else(|| corrupt("a log entry's audience"))?;
+                let event = Event::from_encoded(Bytes::from(field("f")?))
+                    .map_err(|e| StoreError::Backend(Box::new(e)))?;
+                Ok(LogRecord { audience, event })
+            })
+            .collect()
+    }
+
+    async fn head(&self) -> Result<Cursor, StoreError> {
+        let keys = &self.keys;
+        let mut invocation = scripts::HEAD.prepare_invoke();
+        invocation
+            .key(&keys.head)
+            .key(&keys.epoch)
+            .arg(Epoch::random().to_string());
+        let (epoch, position): (String, u64) = self
+            .link
+            .run(|mut connection| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut connection).await }
+            })
+            .await?;
+        let epoch: Epoch = epoch.parse().map_err(|_| corrupt("the log's epoch"))?;
+        Ok(epoch.at(position))
+    }
+}
+
+fn json(notification: &Notification) -> Result<String, StoreError> {
+    serde_json::to_string(notification).map_err(json_error)
 }
 
 #[async_trait]
 impl NotificationStore for RedisStore {
     async fn create(&self, new: NewNotification) -> Result<Change, StoreError> {
-        new.validate()?;
-        let mut connection = self.connection.clone();
-        let id: u64 = redis::cmd("INCR")
-            .arg(format!("{}nid", self.prefix))
-            .query_async(&mut connection)
-            .await
-            .map_err(store_error)?;
-        let user = new.user.clone();
-        let now = Timestamp::now();
-        let notification = Notification::from_new(NotificationId(id), new, now);
-        let json = serde_json::to_string(&notification).map_err(json_error)?;
-        let kind = ChangeKind::Created { notification };
-        let kind_json = serde_json::to_string(&kind).map_err(json_error)?;
-        let args = [
-            id.to_string(),
-            json,
-            kind_json,
-            now.as_millis().to_string(),
-            self.maxlen(),
-        ];
-        match self.run(&CREATE, &self.keys(&user), &args).await? {
-            Written::Logged { id, unread, .. } => Ok(Self::change(&user, kind, id, unread, now)),
-            _ => Err(corrupt("create logged no change")),
+        Ok(self
+            .create_many(vec![new])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| corrupt("a create stored nothing"))?)
+    }
+
+    /// One script for the whole batch: every recipient's notifications
+    /// and every change, or nothing.
+    async fn create_many(&self, new: Vec<NewNotification>) -> Result<Vec<Change>, StoreError> {
+        for notification in &new {
+            notification.validate_with(&self.policy)?;
         }
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Timestamp::now();
+        let mut recipients: Vec<UserId> = new.iter().map(|n| n.user.clone()).collect();
+        recipients.sort();
+        recipients.dedup();
+        let inboxes: Vec<InboxKeys> = recipients.iter().map(|u| self.keys.inbox(u)).collect();
+        let inboxes: Vec<&InboxKeys> = inboxes.iter().collect();
+        // The first read also reserves the ids: two round trips per create.
+        let (mut states, ids) = self.read_users(&inboxes, Scope::Count, new.len()).await?;
+        if ids.len() != new.len() {
+            return Err(corrupt("fewer notification ids than notifications"));
+        }
+        let notifications: Vec<Notification> = ids
+            .into_iter()
+            .zip(new)
+            .map(|(id, notification)| Notification::from_new(id, notification, now))
+            .collect();
+        let token = random_token();
+        for attempt in 0..100 {
+            if attempt > 0 {
+                states = self.read_users(&inboxes, Scope::Count, 0).await?.0;
+            }
+            let mut writes = Vec::with_capacity(recipients.len());
+            let mut unread = std::collections::HashMap::new();
+            for ((user, keys), state) in recipients.iter().zip(&inboxes).zip(states.drain(..)) {
+                unread.insert(user.clone(), state.unread_count);
+                writes.push(UserWrite {
+                    keys: (*keys).clone(),
+                    version: state.version,
+                    ops: Vec::new(),
+                });
+            }
+            let mut changes = Vec::with_capacity(notifications.len());
+            let mut events = Vec::with_capacity(notifications.len());
+            for notification in &notifications {
+                let at = recipients.binary_search(&notification.user).unwrap_or(0);
+                let ops = &mut writes[at].ops;
+                ops.push(Op::Set(notification.id, json(notification)?));
+                ops.push(Op::AddId(notification.id));
+                ops.push(Op::AddUnread(notification.id));
+                let count = unread.entry(notification.user.clone()).or_default();
+                *count += 1;
+                let kind = ChangeKind::Created {
+                    notification: notification.clone(),
+                };
+                let event =
+                    Change::encode(&kind, *count).map_err(|e| StoreError::Backend(Box::new(e)))?;
+                events.push((Audience::User(notification.user.clone()), event));
+                changes.push((notification.user.clone(), kind, *count));
+            }
+            match self.write(&writes, &events, &token).await? {
+                Written::Conflict => continue,
+                Written::Applied { epoch, first } => {
+                    let stored = Self::stamp(&events, epoch, first)?;
+                    return changes
+                        .into_iter()
+                        .zip(stored)
+                        .map(|((user, kind, unread), event)| {
+                            Change::from_appended(user, kind, unread, now, event)
+                                .map_err(|e| StoreError::Backend(Box::new(e)))
+                        })
+                        .collect();
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the recipients' notifications kept changing during the write; retry".into(),
+        ))
     }
 
     async fn list(&self, user: &UserId, page: PageRequest) -> Result<Page, StoreError> {
-        let keys = self.keys(user);
-        let mut connection = self.connection.clone();
+        let keys = self.keys.inbox(user);
         let upper = page
             .before_id()
             .map_or_else(|| "+inf".to_owned(), |id| format!("({id}"));
-        let ids: Vec<u64> = redis::cmd("ZREVRANGEBYSCORE")
+        let mut range = redis::cmd("ZREVRANGEBYSCORE");
+        range
             .arg(&keys.ids)
             .arg(upper)
             .arg("-inf")
             .arg("LIMIT")
             .arg(0)
-            .arg(page.limit() + 1)
-            .query_async(&mut connection)
-            .await
-            .map_err(store_error)?;
+            .arg(page.limit() + 1);
+        let ids: Vec<u64> = self
+            .link
+            .run(|mut connection| {
+                let range = &range;
+                async move { range.query_async(&mut connection).await }
+            })
+            .await?;
         if ids.is_empty() {
             return Ok(Page::new(Vec::new(), None));
         }
-        let (bodies, unread): (Vec<Option<String>>, Vec<bool>) = redis::pipe()
-            .cmd("HMGET")
+        let mut read = redis::pipe();
+        read.cmd("HMGET")
             .arg(&keys.notifications)
             .arg(&ids)
             .cmd("SMISMEMBER")
             .arg(&keys.unread)
-            .arg(&ids)
-            .query_async(&mut connection)
-            .await
-            .map_err(store_error)?;
+            .arg(&ids);
+        let (bodies, unread): (Vec<Option<String>>, Vec<bool>) = self
+            .link
+            .run(|mut connection| {
+                let read = &read;
+                async move { read.query_async(&mut connection).await }
+            })
+            .await?;
         let mut items = Vec::with_capacity(ids.len());
         for (body, unread) in bodies.into_iter().zip(unread) {
             // Deleted between the two reads: leave it out.
@@ -364,22 +863,22 @@ impl NotificationStore for RedisStore {
             notification.read = !unread;
             items.push(notification);
         }
-        let next_before = if items.len() > page.limit() {
-            items.truncate(page.limit());
-            items.last().map(|n| n.id)
-        } else {
-            None
-        };
-        Ok(Page::new(items, next_before))
+        Ok(Page::from_overfetch(items, page))
     }
 
     async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("SCARD")
-            .arg(self.keys(user).unread)
-            .query_async(&mut connection)
+        let unread = self.keys.inbox(user).unread;
+        self.link
+            .run(|mut connection| {
+                let unread = &unread;
+                async move {
+                    redis::cmd("SCARD")
+                        .arg(unread)
+                        .query_async(&mut connection)
+                        .await
+                }
+            })
             .await
-            .map_err(store_error)
     }
 
     async fn mark_read(
@@ -387,170 +886,103 @@ impl NotificationStore for RedisStore {
         user: &UserId,
         id: NotificationId,
     ) -> Result<Option<Change>, StoreError> {
-        let kind = ChangeKind::Read { ids: vec![id] };
-        let now = Timestamp::now();
-        let args = [
-            id.to_string(),
-            serde_json::to_string(&kind).map_err(json_error)?,
-            now.as_millis().to_string(),
-            self.maxlen(),
-        ];
-        match self.run(&MARK_READ, &self.keys(user), &args).await? {
-            Written::Missing => Err(StoreError::NotFound { id }),
-            Written::Unchanged => Ok(None),
-            Written::Logged { id, unread, .. } => {
-                Ok(Some(Self::change(user, kind, id, unread, now)))
-            }
-        }
+        let changed = self
+            .change(user, Scope::One(id), |state| {
+                if !state.one_exists {
+                    return Err(StoreError::NotFound { id });
+                }
+                if !state.one_unread {
+                    return Ok(None);
+                }
+                Ok(Some((
+                    vec![Op::RemoveUnread(id)],
+                    ChangeKind::Read { ids: vec![id] },
+                    state.unread_count - 1,
+                    (),
+                )))
+            })
+            .await?;
+        Ok(changed.map(|(change, ())| change))
     }
 
     async fn mark_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> {
-        let now = Timestamp::now();
-        match self
-            .run(
-                &MARK_ALL_READ,
-                &self.keys(user),
-                &[now.as_millis().to_string(), self.maxlen()],
-            )
-            .await?
-        {
-            Written::Logged { id, unread, ids } => Ok(Some(Self::change(
-                user,
-                ChangeKind::Read { ids },
-                id,
-                unread,
-                now,
-            ))),
-            _ => Ok(None),
-        }
+        let changed = self
+            .change(user, Scope::Unread, |state| {
+                if state.unread.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some((
+                    vec![Op::ClearUnread],
+                    ChangeKind::Read {
+                        ids: state.unread.clone(),
+                    },
+                    0,
+                    (),
+                )))
+            })
+            .await?;
+        Ok(changed.map(|(change, ())| change))
     }
 
     async fn delete(&self, user: &UserId, id: NotificationId) -> Result<Change, StoreError> {
-        let kind = ChangeKind::Deleted { ids: vec![id] };
-        let now = Timestamp::now();
-        let args = [
-            id.to_string(),
-            serde_json::to_string(&kind).map_err(json_error)?,
-            now.as_millis().to_string(),
-            self.maxlen(),
-        ];
-        match self.run(&DELETE, &self.keys(user), &args).await? {
-            Written::Logged { id, unread, .. } => Ok(Self::change(user, kind, id, unread, now)),
-            _ => Err(StoreError::NotFound { id }),
-        }
+        let changed = self
+            .change(user, Scope::One(id), |state| {
+                if !state.one_exists {
+                    return Err(StoreError::NotFound { id });
+                }
+                let was_unread = state.one_unread;
+                Ok(Some((
+                    vec![
+                        Op::RemoveNotification(id),
+                        Op::RemoveId(id),
+                        Op::RemoveUnread(id),
+                    ],
+                    ChangeKind::Deleted { ids: vec![id] },
+                    state.unread_count - u64::from(was_unread),
+                    (),
+                )))
+            })
+            .await?;
+        changed
+            .map(|(change, ())| change)
+            .ok_or(StoreError::NotFound { id })
     }
 
     async fn delete_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> {
-        let now = Timestamp::now();
-        match self
-            .run(
-                &DELETE_ALL_READ,
-                &self.keys(user),
-                &[now.as_millis().to_string(), self.maxlen()],
-            )
-            .await?
-        {
-            Written::Logged { id, unread, ids } => Ok(Some(Self::change(
-                user,
-                ChangeKind::Deleted { ids },
-                id,
-                unread,
-                now,
-            ))),
-            _ => Ok(None),
-        }
-    }
-
-    async fn since(
-        &self,
-        principal: &Principal,
-        after: EventId,
-        limit: usize,
-    ) -> Result<Replay, StoreError> {
-        let user = principal.user();
-        let keys = self.keys(user);
-        let mut connection = self.connection.clone();
-        let (latest, range): (Option<u64>, StreamRangeReply) = redis::pipe()
-            .atomic()
-            .cmd("GET")
-            .arg(&keys.counter)
-            .cmd("XRANGE")
-            .arg(&keys.log)
-            .arg(format!("0-{}", after.get().saturating_add(1)))
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit.max(1))
-            .query_async(&mut connection)
-            .await
-            .map_err(store_error)?;
-        let Some(latest) = latest.filter(|l| *l > 0) else {
-            return Ok(if after.get() == 0 {
-                Replay::Changes(Vec::new())
-            } else {
-                Replay::HistoryGone { latest: None }
-            });
-        };
-        let gone = Replay::HistoryGone {
-            latest: Some(EventId(latest)),
-        };
-        let floor = latest.saturating_sub(u64::try_from(self.max_changes).unwrap_or(u64::MAX));
-        if after.get() > latest || after.get() < floor {
-            return Ok(gone);
-        }
-        let mut changes = Vec::with_capacity(range.ids.len());
-        for entry in range.ids.into_iter().take(limit) {
-            let id = entry
-                .id
-                .strip_prefix("0-")
-                .and_then(|seq| seq.parse::<u64>().ok())
-                .ok_or_else(|| corrupt("a change log id"))?;
-            let field = |name: &str| -> Result<String, StoreError> {
-                match entry.map.get(name) {
-                    Some(Value::BulkString(bytes)) => {
-                        String::from_utf8(bytes.clone()).map_err(|_| corrupt("a non-UTF-8 field"))
-                    }
-                    Some(Value::SimpleString(text)) => Ok(text.clone()),
-                    Some(Value::Int(n)) => Ok(n.to_string()),
-                    _ => Err(corrupt("a missing change field")),
+        let changed = self
+            .change(user, Scope::All, |state| {
+                let read: Vec<NotificationId> = state
+                    .ids
+                    .iter()
+                    .copied()
+                    .filter(|id| state.unread.binary_search(id).is_err())
+                    .collect();
+                if read.is_empty() {
+                    return Ok(None);
                 }
-            };
-            let kind: ChangeKind = serde_json::from_str(&field("k")?).map_err(json_error)?;
-            let unread = field("u")?
-                .parse()
-                .map_err(|_| corrupt("an unread count"))?;
-            let at =
-                Timestamp::from_millis(field("t")?.parse().map_err(|_| corrupt("a timestamp"))?);
-            changes.push(Self::change(user, kind, id, unread, at));
-        }
-        // Trimmed below what the client needs (or all of it): gone.
-        let expected_first = after.get() + 1;
-        let complete = match changes.first() {
-            Some(first) => first.id.get() == expected_first,
-            None => after.get() == latest,
-        };
-        Ok(if complete {
-            Replay::Changes(changes)
-        } else {
-            gone
-        })
-    }
-
-    async fn last_event_id(&self, principal: &Principal) -> Result<Option<EventId>, StoreError> {
-        let mut connection = self.connection.clone();
-        let latest: Option<u64> = redis::cmd("GET")
-            .arg(self.keys(principal.user()).counter)
-            .query_async(&mut connection)
-            .await
-            .map_err(store_error)?;
-        Ok(latest.filter(|l| *l > 0).map(EventId))
+                let mut ops = Vec::with_capacity(read.len() * 2);
+                for id in &read {
+                    ops.push(Op::RemoveNotification(*id));
+                    ops.push(Op::RemoveId(*id));
+                }
+                Ok(Some((
+                    ops,
+                    ChangeKind::Deleted { ids: read },
+                    state.unread_count,
+                    (),
+                )))
+            })
+            .await?;
+        Ok(changed.map(|(change, ())| change))
     }
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
-            .field("max_changes", &self.max_changes)
+            .field("keys", &self.keys.base)
+            .field("retention", &self.retention)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -558,7 +990,10 @@ impl std::fmt::Debug for RedisStore {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn user_ids_cannot_break_out_of_their_hash_tag() {
+    fn names_cannot_break_out_of_their_hash_tag() {
         assert_eq!(super::escape("a}b{c%"), "a%7Db%7Bc%25");
+        let keys = super::LogKeys::new("app:");
+        assert_eq!(keys.head, "app:{app:log}:head");
+        assert_eq!(keys.index("u:a}b"), "app:{app:log}:i:u:a%7Db");
     }
 }

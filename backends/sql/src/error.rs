@@ -22,6 +22,19 @@ pub enum SqlStoreError {
         /// The driver's error.
         source: sqlx::Error,
     },
+    /// A migration this database applied differs from the one this build
+    /// ships: someone edited a released migration.
+    #[error(
+        "migration {version} was applied with a different SQL text (checksum {recorded}, this build ships {shipped}); released migrations must not change: restore it and add a new migration instead"
+    )]
+    MigrationChanged {
+        /// The migration's version.
+        version: i64,
+        /// The checksum recorded when it was applied.
+        recorded: String,
+        /// The checksum of the SQL this build ships.
+        shipped: String,
+    },
     /// A migration failed; the database is left at the previous version.
     #[error("applying migration {version} failed: {source}")]
     Migrate {

@@ -1,30 +1,41 @@
-//! A durable [`NotificationStore`](sse_core::NotificationStore) on SQLite
-//! (embedded, zero setup) or PostgreSQL (production), with the schema
-//! shipped in the crate and applied on connect.
+//! The event log and notification inbox of the SSE notification layer on
+//! SQLite (embedded, zero setup) or PostgreSQL (production), with the
+//! schema shipped in the crate and applied on connect.
 //!
 //! ```
-//! use sse_core::{EventId, NewNotification, NotificationStore, Principal, Replay};
+//! use sse_core::{Audience, Event, EventLog, NewNotification, NotificationStore, Principal, log::Replay};
 //! use sse_sqlx::SqlStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = SqlStore::connect("sqlite::memory:").await?;  // or sqlite://notifications.db, postgres://…
+//! let start = store.head().await?;
 //! store.create(NewNotification::new("bob", "Build finished")).await?;
+//! store.append(&[(Audience::group("acme"), Event::builder().event("announcement").data("hi").build()?)]).await?;
 //! assert_eq!(store.unread_count(&"bob".into()).await?, 1);
-//! let Replay::Changes(changes) = store.since(&Principal::new("bob"), EventId(0), 100).await? else { unreachable!() };
-//! assert_eq!(changes.len(), 1);
+//! let bob = Principal::new("bob").with_groups(["acme"]);
+//! let Replay::Events { events, .. } = store.since(&bob, start, 100).await? else { unreachable!() };
+//! assert_eq!(events.len(), 2);
 //! # Ok(()) }
 //! ```
 //!
-//! - **Ordering.** Change ids are consecutive per recipient and become
-//!   visible in id order, even with many concurrent writers on PostgreSQL:
-//!   see [`SqlStore`] for how.
-//! - **Fast at scale.** Listing pages through an index on
-//!   `(user_id, id DESC)`; the unread count is a column of the recipient's
-//!   row, kept up to date by each change; replay reads the change log by
-//!   its primary key `(user_id, id)`.
-//! - **Retention.** The change log keeps [`Retention`](sse_core::Retention)
-//!   worth of history per recipient, pruned as changes are written (and by
-//!   [`SqlStore::prune_expired`] for an age limit).
+//! - **One log for every durable audience.** [`SqlStore`] is an
+//!   [`EventLog`](sse_core::EventLog): events to users, groups, topics and
+//!   everyone, in one dense sequence that commits in order even with many
+//!   concurrent writers on PostgreSQL (see [`SqlStore`] for how), so a
+//!   stream's single `Last-Event-ID` resumes all of them.
+//! - **The inbox on top.** It is also a
+//!   [`NotificationStore`](sse_core::NotificationStore): each change is
+//!   appended in the same transaction as the notification it records.
+//!   Apps with their own tables append inside their own transaction with
+//!   [`SqlStore::append_in`].
+//! - **Fast at scale.** A replay reads the principal's audiences through
+//!   an index on `(audience, pos)`; listing pages through `(user_id, id
+//!   DESC)`; the unread count is a column of the recipient's row.
+//! - **Retention.** The log keeps [`Retention`](sse_core::Retention) worth
+//!   of history, pruned as events are appended (and by [`SqlStore::prune`]).
+//! - **Upgrades keep data.** Databases created by earlier versions migrate
+//!   forward on connect; the old per-user change log moves into the event
+//!   log ([`migrate::DataStep`]).
 //! - **Failures are values.** An unreachable database is
 //!   [`StoreError::Unavailable`](sse_core::StoreError::Unavailable) within
 //!   the acquire timeout (streams answer `503`), never a panic or a hang.
@@ -36,6 +47,8 @@
 #![deny(missing_docs)]
 
 mod error;
+mod inbox;
+mod log;
 pub mod migrate;
 mod sessions;
 mod store;

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::AnyPool;
-use sse_core::auth::BoxError;
-use sse_core::{Principal, SessionLookup, Timestamp, UserId};
+use sqlx::{AnyPool, Row};
+use sse_core::auth::{BoxError, IssuedSession, credential_digest};
+use sse_core::{Principal, SessionId, SessionLookup, StoreError, Timestamp};
 
 use crate::error::store_error;
 use crate::store::SqlStore;
@@ -15,19 +15,25 @@ use crate::store::SqlStore;
 /// on the same database. A [`SessionLookup`], so it plugs into
 /// [`CookieSessionAuthenticator`](sse_core::CookieSessionAuthenticator).
 ///
-/// Session ids are 128 random bits from the operating system; a session
-/// expires after its lifetime (30 days by default) or at [`SqlSessions::remove`].
+/// Credentials (the cookie values) are 128 random bits from the operating
+/// system and are never stored: a row holds the SHA-256 of its credential
+/// and an unrelated random session id, which is what principals, hubs and
+/// logs carry (see [`sse_core::auth::credential`]). A session expires after
+/// its lifetime (30 days by default), at [`SqlSessions::remove`] or
+/// [`SqlSessions::revoke`].
 ///
 /// ```
-/// use sse_core::{CookieSessionAuthenticator, SessionLookup};
+/// use sse_core::{CookieSessionAuthenticator, Principal, SessionLookup};
 /// use sse_sqlx::{SqlSessions, SqlStore};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sse_core::auth::BoxError> {
 /// let store = SqlStore::connect("sqlite::memory:").await?;
 /// let sessions = SqlSessions::new(&store);
-/// let sid = sessions.create(&"alice".into()).await?;
+/// let sid = sessions.create(&Principal::new("alice").with_groups(["acme"])).await?;
 /// let principal = sessions.lookup(&sid).await?.unwrap();
 /// assert_eq!(principal.user().as_str(), "alice");
+/// assert_eq!(principal.groups()[0].as_str(), "acme");
+/// assert_ne!(principal.session().unwrap().as_str(), sid);
 /// let auth = CookieSessionAuthenticator::new("sid", sessions);
 /// # let _ = auth;
 /// # Ok(()) }
@@ -54,39 +60,67 @@ impl SqlSessions {
         self
     }
 
-    /// Starts a session for `user`; returns its id (the cookie value).
-    pub async fn create(&self, user: &UserId) -> Result<String, sse_core::StoreError> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| sse_core::StoreError::Backend(e.to_string().into()))?;
-        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    /// Starts a session for `principal` (its user, groups and topics; a
+    /// fresh session id replaces any it carries); returns its credential
+    /// (the cookie value), which is not stored.
+    pub async fn create(&self, principal: &Principal) -> Result<String, StoreError> {
+        let issued = IssuedSession::generate().map_err(|e| StoreError::Backend(Box::new(e)))?;
         let now = Timestamp::now().as_millis();
         let expires =
             now.saturating_add(i64::try_from(self.lifetime.as_millis()).unwrap_or(i64::MAX));
-        sqlx::query("INSERT INTO sse_sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(id.as_str())
-            .bind(user.as_str())
+        let names = |items: Vec<&str>| serde_json::to_string(&items);
+        let groups = names(principal.groups().iter().map(|g| g.as_str()).collect())
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let topics = names(principal.topics().iter().map(|t| t.as_str()).collect())
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        sqlx::query("INSERT INTO sse_sessions (credential_hash, session_id, user_id, groups, topics, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(issued.digest())
+            .bind(issued.id().as_str())
+            .bind(principal.user().as_str())
+            .bind(groups)
+            .bind(topics)
             .bind(now)
             .bind(expires)
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
-        Ok(id)
+        Ok(issued.into_parts().0)
     }
 
-    /// Ends a session; returns the user it belonged to.
-    pub async fn remove(&self, id: &str) -> Result<Option<UserId>, sse_core::StoreError> {
-        let user: Option<String> =
-            sqlx::query_scalar("DELETE FROM sse_sessions WHERE id = $1 RETURNING user_id")
-                .bind(id)
-                .fetch_optional(&self.pool)
+    /// Ends the session of `credential`; returns its principal, whose
+    /// session id ends its streams through
+    /// [`Notifier::disconnect`](sse_core::Notifier::disconnect).
+    pub async fn remove(&self, credential: &str) -> Result<Option<Principal>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM sse_sessions WHERE credential_hash = $1 RETURNING user_id, session_id, groups, topics, expires_at",
+        )
+        .bind(credential_digest(credential))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.map(|row| principal(&row)).transpose()
+    }
+
+    /// Ends the session with this id (an administrator revoking it);
+    /// returns whether it existed.
+    ///
+    /// Its credential is refused from then on; to end the streams it has
+    /// open on every node too, as logout does, follow with
+    /// `notifier.disconnect(&Audience::Session(id))`.
+    pub async fn revoke(&self, session: &SessionId) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM sse_sessions WHERE session_id = $1")
+                .bind(session.as_str())
+                .execute(&self.pool)
                 .await
-                .map_err(store_error)?;
-        Ok(user.map(UserId::from))
+                .map_err(store_error)?
+                .rows_affected()
+                > 0,
+        )
     }
 
     /// Deletes expired sessions; returns how many.
-    pub async fn prune_expired(&self) -> Result<u64, sse_core::StoreError> {
+    pub async fn prune_expired(&self) -> Result<u64, StoreError> {
         Ok(
             sqlx::query("DELETE FROM sse_sessions WHERE expires_at < $1")
                 .bind(Timestamp::now().as_millis())
@@ -98,17 +132,36 @@ impl SqlSessions {
     }
 }
 
+fn principal(row: &sqlx::any::AnyRow) -> Result<Principal, StoreError> {
+    let user: String = row.try_get(0).map_err(store_error)?;
+    let session: String = row.try_get(1).map_err(store_error)?;
+    let names = |column: usize| -> Result<Vec<String>, StoreError> {
+        let json: String = row.try_get(column).map_err(store_error)?;
+        serde_json::from_str(&json).map_err(|e| StoreError::Backend(Box::new(e)))
+    };
+    let expires: i64 = row.try_get(4).map_err(store_error)?;
+    let expires_at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(expires).unwrap_or(0));
+    Ok(Principal::new(user)
+        .with_session(session)
+        .with_groups(names(2)?)
+        .with_topics(names(3)?)
+        .with_expiry(expires_at))
+}
+
 #[async_trait]
 impl SessionLookup for SqlSessions {
     async fn lookup(&self, credential: &str) -> Result<Option<Principal>, BoxError> {
-        let user: Option<String> = sqlx::query_scalar(
-            "SELECT user_id FROM sse_sessions WHERE id = $1 AND expires_at > $2",
+        let row = sqlx::query(
+            "SELECT user_id, session_id, groups, topics, expires_at FROM sse_sessions WHERE credential_hash = $1 AND expires_at > $2",
         )
-        .bind(credential)
+        .bind(credential_digest(credential))
         .bind(Timestamp::now().as_millis())
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| Box::new(store_error(e)) as BoxError)?;
-        Ok(user.map(|user| Principal::new(user).with_session(credential)))
+        row.map(|row| principal(&row))
+            .transpose()
+            .map_err(|e| Box::new(e) as BoxError)
     }
 }

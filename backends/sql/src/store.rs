@@ -1,41 +1,48 @@
+//! [`SqlStore`]: connecting, pools and options.
+
 use std::time::Duration;
 
-use async_trait::async_trait;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Row, Transaction};
-use sse_core::{
-    Change, ChangeKind, EventId, NewNotification, Notification, NotificationId, NotificationStore,
-    Page, PageRequest, Principal, Replay, Retention, StoreError, Timestamp, UserId,
-};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Transaction};
+use sse_core::{NotificationPolicy, Retention, StoreError};
 
-use crate::error::{SqlStoreError, backend_error, store_error};
+use crate::error::{SqlStoreError, store_error};
 use crate::{Backend, migrate};
 
-/// A [`NotificationStore`] on SQLite or PostgreSQL.
+/// The event log and notification inbox on SQLite or PostgreSQL: an
+/// [`EventLog`](sse_core::EventLog) for every durable audience and a
+/// [`NotificationStore`](sse_core::NotificationStore) that writes its
+/// changes through it, each change in the same transaction as the
+/// notification it records.
 ///
 /// Connect with [`SqlStore::connect`] (or [`SqlStore::builder`] for
-/// options): the URL picks the database. Migrations are applied on
-/// connect unless disabled.
+/// options): the URL picks the database. Migrations are applied on connect
+/// unless disabled.
 ///
 /// # Ordering
 ///
-/// Every write bumps a per-recipient counter row
-/// (`sse_recipients.last_event_id`) in the same transaction as the change
-/// it records. The bump is an upsert, which takes that row's lock until
-/// commit, so a recipient's writers run one after another: ids are
-/// consecutive and each commits before the next is assigned, i.e. they
-/// become visible in id order, which a sequence alone would not give
-/// (transactions holding sequence values can commit out of order). SQLite
-/// gets the same from its single writer. The unread count lives on the
-/// same row, adjusted by each change, so reading it never scans.
+/// Every append takes its positions by updating the single row of
+/// `sse_log_head` in the appending transaction. The update holds that
+/// row's lock until commit, so appends run one after another: positions are
+/// dense, and each append commits before the next one is assigned — they
+/// become visible in position order, which a sequence alone would not give
+/// (transactions holding sequence values commit in any order). SQLite gets
+/// the same from its single writer. A batch
+/// ([`EventLog::append`](sse_core::EventLog::append) with many events,
+/// [`NotificationStore::create_many`](sse_core::NotificationStore::create_many))
+/// takes its positions in one update and commits once.
+///
+/// The unread count lives on the recipient's row of `sse_recipients`,
+/// adjusted by each change, so reading it never scans.
 ///
 /// Cloning gives another handle to the same pools.
 #[derive(Clone)]
 pub struct SqlStore {
-    writer: AnyPool,
-    reader: AnyPool,
-    backend: Backend,
-    retention: Retention,
+    pub(crate) writer: AnyPool,
+    pub(crate) reader: AnyPool,
+    pub(crate) backend: Backend,
+    pub(crate) retention: Retention,
+    pub(crate) policy: NotificationPolicy,
 }
 
 /// Options for [`SqlStore`]; see [`SqlStore::builder`].
@@ -44,17 +51,25 @@ pub struct SqlStore {
 pub struct SqlStoreBuilder {
     url: String,
     retention: Retention,
+    policy: NotificationPolicy,
     max_connections: u32,
     acquire_timeout: Duration,
     run_migrations: bool,
 }
 
 impl SqlStoreBuilder {
-    /// How much change history to keep for replay (default: 1,000 changes
-    /// per recipient). Pruning happens as changes are written; see also
-    /// [`SqlStore::prune_expired`].
+    /// How much history the event log keeps for replay (default: the
+    /// newest 100,000 events). Appends prune it as they go; see also
+    /// [`SqlStore::prune`].
     pub fn retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// The limits new notifications are checked against (default:
+    /// [`NotificationPolicy::default`]).
+    pub fn policy(mut self, policy: NotificationPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -137,6 +152,7 @@ impl SqlStoreBuilder {
             reader,
             backend,
             retention: self.retention,
+            policy: self.policy,
         })
     }
 }
@@ -178,6 +194,7 @@ impl SqlStore {
         SqlStoreBuilder {
             url: url.into(),
             retention: Retention::default(),
+            policy: NotificationPolicy::default(),
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             run_migrations: true,
@@ -187,33 +204,6 @@ impl SqlStore {
     /// Which database this store is on.
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// Deletes changes older than the retention's age limit for every
-    /// recipient (writes prune their own recipient already). Returns how
-    /// many were deleted. Run it periodically when using an age limit.
-    pub async fn prune_expired(&self) -> Result<u64, StoreError> {
-        let Some(age) = self.retention.age_limit() else {
-            return Ok(0);
-        };
-        let cutoff = cutoff(age);
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE sse_recipients SET pruned_through = (SELECT MAX(c.id) FROM sse_changes c WHERE c.user_id = sse_recipients.user_id AND c.at < $1) \
-             WHERE EXISTS (SELECT 1 FROM sse_changes c WHERE c.user_id = sse_recipients.user_id AND c.at < $1 AND c.id > sse_recipients.pruned_through)",
-        )
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let deleted = sqlx::query("DELETE FROM sse_changes WHERE at < $1")
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?
-            .rows_affected();
-        tx.commit().await.map_err(store_error)?;
-        Ok(deleted)
     }
 
     pub(crate) fn writer_pool(&self) -> &AnyPool {
@@ -226,378 +216,15 @@ impl SqlStore {
         self.reader.close().await;
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+    /// A write transaction; on SQLite it takes the write lock up front (a
+    /// deferred transaction that reads, then writes, could fail to
+    /// upgrade).
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
         let begin = match self.backend {
-            // Take the write lock up front: a deferred transaction that
-            // reads, then writes, could fail to upgrade.
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
         self.writer.begin_with(begin).await.map_err(store_error)
-    }
-
-    /// Records a change for `user` inside `tx`: bumps the recipient row
-    /// (locking it until commit), inserts the change and prunes.
-    async fn record(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        user: &UserId,
-        kind: ChangeKind,
-        unread_delta: i64,
-    ) -> Result<Change, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO sse_recipients (user_id, last_event_id, unread_count) VALUES ($1, 1, $2) \
-             ON CONFLICT (user_id) DO UPDATE SET last_event_id = sse_recipients.last_event_id + 1, \
-             unread_count = sse_recipients.unread_count + $2 \
-             RETURNING last_event_id, unread_count, pruned_through",
-        )
-        .bind(user.as_str())
-        .bind(unread_delta)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(store_error)?;
-        let id: i64 = row.try_get(0).map_err(store_error)?;
-        let unread: i64 = row.try_get(1).map_err(store_error)?;
-        let pruned_through: i64 = row.try_get(2).map_err(store_error)?;
-        let at = Timestamp::now();
-        let payload = serde_json::to_string(&kind).map_err(backend_error)?;
-        sqlx::query("INSERT INTO sse_changes (user_id, id, at, unread_count, kind) VALUES ($1, $2, $3, $4, $5)")
-            .bind(user.as_str())
-            .bind(id)
-            .bind(at.as_millis())
-            .bind(unread)
-            .bind(payload)
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?;
-        self.prune(tx, user, id, pruned_through).await?;
-        Ok(Change::new(
-            EventId(to_u64(id)),
-            user.clone(),
-            kind,
-            to_u64(unread),
-            at,
-        ))
-    }
-
-    async fn prune(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        user: &UserId,
-        latest: i64,
-        pruned_through: i64,
-    ) -> Result<(), StoreError> {
-        let mut floor = pruned_through;
-        if let Some(max) = self.retention.changes_limit() {
-            floor = floor.max(latest - i64::try_from(max).unwrap_or(i64::MAX));
-        }
-        if let Some(age) = self.retention.age_limit() {
-            let expired: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(id) FROM sse_changes WHERE user_id = $1 AND at < $2",
-            )
-            .bind(user.as_str())
-            .bind(cutoff(age))
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(store_error)?;
-            floor = floor.max(expired.unwrap_or(0));
-        }
-        if floor > pruned_through {
-            sqlx::query("DELETE FROM sse_changes WHERE user_id = $1 AND id <= $2")
-                .bind(user.as_str())
-                .bind(floor)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
-            sqlx::query("UPDATE sse_recipients SET pruned_through = $2 WHERE user_id = $1")
-                .bind(user.as_str())
-                .bind(floor)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
-        }
-        Ok(())
-    }
-}
-
-fn cutoff(age: Duration) -> i64 {
-    Timestamp::now().as_millis() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Ids and counts are never negative in the schema; clamp defensively.
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn notification(row: &AnyRow) -> Result<Notification, StoreError> {
-    let mut new = NewNotification::new(
-        row.try_get::<String, _>(1).map_err(store_error)?,
-        row.try_get::<String, _>(2).map_err(store_error)?,
-    )
-    .message(row.try_get::<String, _>(3).map_err(store_error)?)
-    .kind(row.try_get::<String, _>(4).map_err(store_error)?);
-    new.action_url = row.try_get::<Option<String>, _>(5).map_err(store_error)?;
-    let mut notification = Notification::from_new(
-        NotificationId(to_u64(row.try_get(0).map_err(store_error)?)),
-        new,
-        Timestamp::from_millis(row.try_get(7).map_err(store_error)?),
-    );
-    // Read as 0/1: sqlx's `Any` driver cannot decode SQLite booleans.
-    notification.read = row.try_get::<i64, _>(6).map_err(store_error)? != 0;
-    Ok(notification)
-}
-
-fn change(user: &UserId, row: &AnyRow) -> Result<Change, StoreError> {
-    let kind: String = row.try_get(3).map_err(store_error)?;
-    Ok(Change::new(
-        EventId(to_u64(row.try_get(0).map_err(store_error)?)),
-        user.clone(),
-        serde_json::from_str(&kind).map_err(backend_error)?,
-        to_u64(row.try_get(2).map_err(store_error)?),
-        Timestamp::from_millis(row.try_get(1).map_err(store_error)?),
-    ))
-}
-
-#[async_trait]
-impl NotificationStore for SqlStore {
-    async fn create(&self, new: NewNotification) -> Result<Change, StoreError> {
-        new.validate()?;
-        let user = new.user.clone();
-        let created_at = Timestamp::now();
-        let mut tx = self.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO sse_notifications (user_id, title, message, kind, action_url, read, created_at) \
-             VALUES ($1, $2, $3, $4, $5, FALSE, $6) RETURNING id",
-        )
-        .bind(user.as_str())
-        .bind(new.title.as_str())
-        .bind(new.message.as_str())
-        .bind(new.kind.as_str())
-        .bind(new.action_url.as_deref())
-        .bind(created_at.as_millis())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let notification = Notification::from_new(NotificationId(to_u64(id)), new, created_at);
-        let change = self
-            .record(&mut tx, &user, ChangeKind::Created { notification }, 1)
-            .await?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(change)
-    }
-
-    async fn list(&self, user: &UserId, page: PageRequest) -> Result<Page, StoreError> {
-        let before = page.before_id().map_or(i64::MAX, |id| to_i64(id.get()));
-        let limit = i64::try_from(page.limit()).unwrap_or(100);
-        let rows = sqlx::query(
-            "SELECT id, user_id, title, message, kind, action_url, CAST(CASE WHEN read THEN 1 ELSE 0 END AS BIGINT), created_at \
-             FROM sse_notifications \
-             WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-        )
-        .bind(user.as_str())
-        .bind(before)
-        .bind(limit + 1)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(store_error)?;
-        let mut items = rows
-            .iter()
-            .map(notification)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next_before = if items.len() > page.limit() {
-            items.truncate(page.limit());
-            items.last().map(|n| n.id)
-        } else {
-            None
-        };
-        Ok(Page::new(items, next_before))
-    }
-
-    async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> {
-        let count: Option<i64> =
-            sqlx::query_scalar("SELECT unread_count FROM sse_recipients WHERE user_id = $1")
-                .bind(user.as_str())
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(store_error)?;
-        Ok(count.map_or(0, to_u64))
-    }
-
-    async fn mark_read(
-        &self,
-        user: &UserId,
-        id: NotificationId,
-    ) -> Result<Option<Change>, StoreError> {
-        let mut tx = self.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE sse_notifications SET read = TRUE WHERE id = $1 AND user_id = $2 AND NOT read",
-        )
-        .bind(to_i64(id.get()))
-        .bind(user.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?
-        .rows_affected();
-        if updated == 0 {
-            let exists: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM sse_notifications WHERE id = $1 AND user_id = $2",
-            )
-            .bind(to_i64(id.get()))
-            .bind(user.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(store_error)?;
-            tx.rollback().await.map_err(store_error)?;
-            return match exists {
-                Some(_) => Ok(None),
-                None => Err(StoreError::NotFound { id }),
-            };
-        }
-        let change = self
-            .record(&mut tx, user, ChangeKind::Read { ids: vec![id] }, -1)
-            .await?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(Some(change))
-    }
-
-    async fn mark_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> {
-        let mut tx = self.begin().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE sse_notifications SET read = TRUE WHERE user_id = $1 AND NOT read RETURNING id",
-        )
-        .bind(user.as_str())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        if ids.is_empty() {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(None);
-        }
-        let delta = -i64::try_from(ids.len()).unwrap_or(i64::MAX);
-        let mut ids: Vec<NotificationId> = ids
-            .into_iter()
-            .map(|id| NotificationId(to_u64(id)))
-            .collect();
-        ids.sort_unstable();
-        let change = self
-            .record(&mut tx, user, ChangeKind::Read { ids }, delta)
-            .await?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(Some(change))
-    }
-
-    async fn delete(&self, user: &UserId, id: NotificationId) -> Result<Change, StoreError> {
-        let mut tx = self.begin().await?;
-        let was_read: Option<i64> = sqlx::query_scalar(
-            "DELETE FROM sse_notifications WHERE id = $1 AND user_id = $2 RETURNING CAST(CASE WHEN read THEN 1 ELSE 0 END AS BIGINT)",
-        )
-            .bind(to_i64(id.get()))
-            .bind(user.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        let Some(was_read) = was_read else {
-            tx.rollback().await.map_err(store_error)?;
-            return Err(StoreError::NotFound { id });
-        };
-        let delta = if was_read != 0 { 0 } else { -1 };
-        let change = self
-            .record(&mut tx, user, ChangeKind::Deleted { ids: vec![id] }, delta)
-            .await?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(change)
-    }
-
-    async fn delete_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> {
-        let mut tx = self.begin().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "DELETE FROM sse_notifications WHERE user_id = $1 AND read RETURNING id",
-        )
-        .bind(user.as_str())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        if ids.is_empty() {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(None);
-        }
-        let mut ids: Vec<NotificationId> = ids
-            .into_iter()
-            .map(|id| NotificationId(to_u64(id)))
-            .collect();
-        ids.sort_unstable();
-        let change = self
-            .record(&mut tx, user, ChangeKind::Deleted { ids }, 0)
-            .await?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(Some(change))
-    }
-
-    async fn since(
-        &self,
-        principal: &Principal,
-        after: EventId,
-        limit: usize,
-    ) -> Result<Replay, StoreError> {
-        let user = principal.user();
-        let recipient = sqlx::query(
-            "SELECT last_event_id, pruned_through FROM sse_recipients WHERE user_id = $1",
-        )
-        .bind(user.as_str())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(store_error)?;
-        let Some(recipient) = recipient else {
-            return Ok(if after.get() == 0 {
-                Replay::Changes(Vec::new())
-            } else {
-                Replay::HistoryGone { latest: None }
-            });
-        };
-        let last: i64 = recipient.try_get(0).map_err(store_error)?;
-        let pruned_through: i64 = recipient.try_get(1).map_err(store_error)?;
-        let latest = (last > 0).then(|| EventId(to_u64(last)));
-        let after_i64 = to_i64(after.get());
-        if after_i64 > last || after_i64 < pruned_through {
-            return Ok(Replay::HistoryGone { latest });
-        }
-        let rows = sqlx::query("SELECT id, at, unread_count, kind FROM sse_changes WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3")
-            .bind(user.as_str())
-            .bind(after_i64)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(store_error)?;
-        let changes = rows
-            .iter()
-            .map(|row| change(user, row))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(first) = changes.first() {
-            // Pruned between the two queries, or older than the age limit
-            // (and not deleted yet): part of what the client needs is gone.
-            let expired = self
-                .retention
-                .age_limit()
-                .is_some_and(|age| first.at.as_millis() < cutoff(age));
-            if first.id.get() != after.get() + 1 || expired {
-                return Ok(Replay::HistoryGone { latest });
-            }
-        }
-        Ok(Replay::Changes(changes))
-    }
-
-    async fn last_event_id(&self, principal: &Principal) -> Result<Option<EventId>, StoreError> {
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT last_event_id FROM sse_recipients WHERE user_id = $1")
-                .bind(principal.user().as_str())
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(store_error)?;
-        Ok(last.filter(|id| *id > 0).map(|id| EventId(to_u64(id))))
     }
 }
 
@@ -606,8 +233,19 @@ impl std::fmt::Debug for SqlStore {
         f.debug_struct("SqlStore")
             .field("backend", &self.backend)
             .field("retention", &self.retention)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
+}
+
+/// Positions, counts and ids are never negative in the schema; clamp
+/// defensively.
+pub(crate) fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -1,20 +1,59 @@
-//! The store suite on SQLite and on a real PostgreSQL (`DATABASE_URL`,
-//! default `postgres://postgres@127.0.0.1:5432/test`). A missing
-//! PostgreSQL fails this test; it does not skip.
+//! The log and store suites on SQLite and on a real PostgreSQL
+//! (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`). A
+//! missing PostgreSQL fails these tests; they do not skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use sse_sqlx::SqlStore;
+
+fn required<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| {
+        panic!(
+            "the database is required for this test (start PostgreSQL, or set DATABASE_URL): {e}"
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_passes_the_log_suite() {
+    let report = sse_conformance::log::check(|retention| async move {
+        // Each check gets its own database: retention prunes the whole log.
+        required(
+            SqlStore::builder(support::sqlite_url("log-suite"))
+                .retention(retention)
+                .connect()
+                .await,
+        )
+    })
+    .await;
+    println!("{report}");
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_the_log_suite() {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let report = sse_conformance::log::check(|retention| async move {
+        let url = support::fresh_postgres_url(&format!(
+            "log_suite_{}",
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ))
+        .await;
+        required(SqlStore::builder(url).retention(retention).connect().await)
+    })
+    .await;
+    println!("{report}");
+    report.assert_passed();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_passes_the_store_suite() {
-    let report = sse_conformance::store::check(|retention| async move {
-        SqlStore::builder(support::sqlite_url("suite"))
-            .retention(retention)
-            .connect()
-            .await
-            .expect("open a SQLite file")
+    let report = sse_conformance::store::check(|| async {
+        let store = required(SqlStore::connect(&support::sqlite_url("store-suite")).await);
+        (store.clone(), store)
     })
     .await;
     println!("{report}");
@@ -23,19 +62,12 @@ async fn sqlite_passes_the_store_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_the_store_suite() {
-    let url = support::postgres_url();
-    let report = sse_conformance::store::check(|retention| {
+    let url = support::fresh_postgres_url("store_suite").await;
+    let report = sse_conformance::store::check(|| {
         let url = url.clone();
         async move {
-            SqlStore::builder(&url)
-                .retention(retention)
-                .connect()
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL is required for this test (start it, or set DATABASE_URL): {e}"
-                    )
-                })
+            let store = required(SqlStore::connect(&url).await);
+            (store.clone(), store)
         }
     })
     .await;
@@ -51,11 +83,30 @@ async fn sql_sessions_pass_the_authenticator_suite_on_both_databases() {
     use sse_core::CookieSessionAuthenticator;
     use sse_sqlx::SqlSessions;
 
-    for url in [support::sqlite_url("sessions"), support::postgres_url()] {
+    for url in [
+        support::sqlite_url("sessions"),
+        support::fresh_postgres_url("sessions").await,
+    ] {
         let store = SqlStore::connect(&url).await.unwrap();
         let sessions = SqlSessions::new(&store);
-        let alice = sessions.create(&"alice".into()).await.unwrap();
-        let bob = sessions.create(&"bob".into()).await.unwrap();
+        let alice = sessions
+            .create(
+                &sse_core::Principal::new("alice")
+                    .with_groups(["acme"])
+                    .with_topics(["ops"]),
+            )
+            .await
+            .unwrap();
+        {
+            use sse_core::SessionLookup;
+            let principal = sessions.lookup(&alice).await.unwrap().unwrap();
+            assert_eq!(principal.groups(), [sse_core::GroupId::from("acme")]);
+            assert_eq!(principal.topics(), [sse_core::Topic::from("ops")]);
+        }
+        let bob = sessions
+            .create(&sse_core::Principal::new("bob"))
+            .await
+            .unwrap();
         let auth = Arc::new(CookieSessionAuthenticator::new("sid", sessions.clone()));
         authenticator::run(
             auth,
@@ -65,14 +116,42 @@ async fn sql_sessions_pass_the_authenticator_suite_on_both_databases() {
             ],
         )
         .await;
-        assert_eq!(sessions.remove(&alice).await.unwrap(), Some("alice".into()));
         use sse_core::SessionLookup;
+        let session = sessions
+            .lookup(&bob)
+            .await
+            .unwrap()
+            .unwrap()
+            .session()
+            .unwrap()
+            .clone();
+        assert_ne!(session.as_str(), bob, "the session id is the credential");
+        let removed = sessions.remove(&alice).await.unwrap().unwrap();
+        assert_eq!(removed.user().as_str(), "alice");
         assert!(
             sessions.lookup(&alice).await.unwrap().is_none(),
             "a removed session still authenticates"
         );
+        assert!(sessions.revoke(&session).await.unwrap());
+        assert!(sessions.lookup(&bob).await.unwrap().is_none());
+        // The table holds no credential: only its hash and an unrelated id.
+        let carol = sessions
+            .create(&sse_core::Principal::new("carol"))
+            .await
+            .unwrap();
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT credential_hash || ' ' || session_id || ' ' || user_id FROM sse_sessions",
+        )
+        .fetch_all(&sqlx::AnyPool::connect(&url).await.unwrap())
+        .await
+        .unwrap();
+        assert!(!rows.is_empty());
+        assert!(rows.iter().all(|row| !row.contains(&carol)), "{rows:?}");
         let expired = SqlSessions::new(&store).lifetime(std::time::Duration::ZERO);
-        let gone = expired.create(&"carol".into()).await.unwrap();
+        let gone = expired
+            .create(&sse_core::Principal::new("carol"))
+            .await
+            .unwrap();
         assert!(
             sessions.lookup(&gone).await.unwrap().is_none(),
             "an expired session still authenticates"

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use sse_conformance::client::Request;
 use sse_conformance::proxy::TcpProxy;
 use sse_conformance::server::TestServer;
+use sse_core::log::Replay;
 use sse_core::{
-    CookieSessionAuthenticator, EventId, InMemorySessions, NewNotification, NotificationStore,
-    Principal, Replay, StoreError,
+    CookieSessionAuthenticator, EventLog, InMemorySessions, NewNotification, NotificationStore,
+    Principal, StoreError,
 };
 use sse_sqlx::SqlStore;
 use sse_tower::SseService;
@@ -24,36 +25,42 @@ fn unique(user: &str) -> String {
 /// through a real stream with `Last-Event-ID`.
 async fn survives_a_restart(url: &str) {
     let user = unique("restart");
+    let mut changes = Vec::new();
     {
         let store = SqlStore::connect(url).await.unwrap();
         for i in 0..5 {
-            store
-                .create(NewNotification::new(user.as_str(), format!("n{i}")))
-                .await
-                .unwrap();
+            changes.push(
+                store
+                    .create(NewNotification::new(user.as_str(), format!("n{i}")))
+                    .await
+                    .unwrap(),
+            );
         }
         let first = store
             .list(&user.as_str().into(), sse_core::PageRequest::first(10))
             .await
             .unwrap();
-        store
-            .mark_read(&user.as_str().into(), first.items[0].id)
-            .await
-            .unwrap();
+        changes.push(
+            store
+                .mark_read(&user.as_str().into(), first.items[0].id)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
         store.close().await;
     }
 
     let store = SqlStore::connect(url).await.unwrap();
     assert_eq!(store.unread_count(&user.as_str().into()).await.unwrap(), 4);
-    let Replay::Changes(changes) = store
-        .since(&Principal::new(user.as_str()), EventId(2), 100)
+    let Replay::Events { events, .. } = store
+        .since(&Principal::new(user.as_str()), changes[1].cursor, 100)
         .await
         .unwrap()
     else {
         panic!("history lost across the restart");
     };
-    let ids: Vec<u64> = changes.iter().map(|c| c.id.get()).collect();
-    assert_eq!(ids, [3, 4, 5, 6]);
+    let expected: Vec<_> = changes[2..].iter().map(|c| c.event().clone()).collect();
+    assert_eq!(events, expected);
 
     let sessions = InMemorySessions::new();
     sessions.insert("sid", Principal::new(user.as_str()));
@@ -63,7 +70,7 @@ async fn survives_a_restart(url: &str) {
     let server = TestServer::start(sse).await.unwrap();
     let mut stream = Request::get("/events")
         .header("cookie", "sid=sid")
-        .header("last-event-id", "4")
+        .header("last-event-id", changes[3].cursor.to_string())
         .send(&server.authority())
         .await
         .unwrap();
@@ -83,7 +90,10 @@ async fn survives_a_restart(url: &str) {
     .into_iter()
     .map(|e| e.last_event_id)
     .collect();
-    assert_eq!(replayed, ["5", "6"]);
+    assert_eq!(
+        replayed,
+        [changes[4].cursor.to_string(), changes[5].cursor.to_string()]
+    );
 }
 
 #[tokio::test]
@@ -93,12 +103,12 @@ async fn sqlite_data_survives_a_restart() {
 
 #[tokio::test]
 async fn postgres_data_survives_a_restart() {
-    survives_a_restart(&support::postgres_url()).await;
+    survives_a_restart(&support::fresh_postgres_url("restart").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_is_an_error_and_a_503_then_recovers() {
-    let url = support::postgres_url();
+    let url = support::fresh_postgres_url("outage").await;
     let upstream = url
         .split('@')
         .nth(1)
@@ -115,6 +125,7 @@ async fn a_postgres_outage_is_an_error_and_a_503_then_recovers() {
         .await
         .unwrap();
     let user = unique("outage");
+    let start = store.head().await.unwrap();
     let committed = store
         .create(NewNotification::new(user.as_str(), "before"))
         .await
@@ -141,7 +152,7 @@ async fn a_postgres_outage_is_an_error_and_a_503_then_recovers() {
     );
     let mut refused = Request::get("/events")
         .header("cookie", "sid=sid")
-        .header("last-event-id", "0")
+        .header("last-event-id", start.to_string())
         .send(&server.authority())
         .await
         .unwrap();
@@ -173,14 +184,14 @@ async fn a_postgres_outage_is_an_error_and_a_503_then_recovers() {
         Some(1),
         "the store did not recover, or lost what was committed"
     );
-    let Replay::Changes(changes) = store
-        .since(&Principal::new(user.as_str()), EventId(0), 10)
+    let Replay::Events { events, .. } = store
+        .since(&Principal::new(user.as_str()), start, 10)
         .await
         .unwrap()
     else {
         panic!("history gone after the outage");
     };
-    assert_eq!(changes, vec![committed]);
+    assert_eq!(events, vec![committed.event().clone()]);
 }
 
 #[tokio::test]
@@ -215,7 +226,7 @@ async fn a_store_outage_mid_stream_closes_cleanly_503s_then_replays_everything()
     use sse_conformance::parser::Item;
     use sse_core::InMemoryHub;
 
-    let url = support::postgres_url();
+    let url = support::fresh_postgres_url("outage_mid_stream").await;
     let upstream = url
         .split('@')
         .nth(1)

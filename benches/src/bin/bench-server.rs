@@ -12,7 +12,8 @@
 //! STREAM_ADDR: `GET /events?user=U` (HTTP modes), or the line `U\n`
 //! (`raw`). The load generator drives CONTROL_ADDR:
 //! `POST /user/U` publishes one event to U, `POST /all?n=K` publishes K
-//! events to everyone, `POST /seed?users=U&events=M` stores M
+//! events to everyone, `POST /seed?users=U&events=M` (answering the log
+//! position before it) stores M
 //! notifications for each of U users (`ours` only). Every published event
 //! carries `t=<unix nanos at the publish call>` as its data.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -92,8 +93,9 @@ fn control(publisher: Arc<dyn Publisher>, store: Option<InMemoryStore>) -> Route
             "/seed",
             post(move |Query(seed): Query<Seed>| async move {
                 let Some(store) = store else {
-                    return "no store in this mode";
+                    return "no store in this mode".to_owned();
                 };
+                let start = sse_core::EventLog::head(&store).await.unwrap();
                 for u in 0..seed.users {
                     for e in 0..seed.events {
                         store
@@ -102,7 +104,7 @@ fn control(publisher: Arc<dyn Publisher>, store: Option<InMemoryStore>) -> Route
                             .unwrap();
                     }
                 }
-                "seeded"
+                start.to_string()
             }),
         )
 }
@@ -124,7 +126,7 @@ impl Publisher for OursPublisher {
     }
 }
 
-async fn ours(stream: TcpListener, control_listener: TcpListener) {
+async fn ours(stream: TcpListener, control_listener: TcpListener, tuned: bool) {
     let hub = InMemoryHub::new();
     let store = InMemoryStore::new();
     let auth = FnAuthenticator::new(|parts| {
@@ -149,7 +151,16 @@ async fn ours(stream: TcpListener, control_listener: TcpListener) {
         control_listener,
         control(Arc::new(OursPublisher(hub)), Some(store)),
     ));
-    axum::serve(stream, app).await.unwrap();
+    if tuned {
+        // The layer's own server, read buffers capped at their 8 KiB floor.
+        sse_tower::serve(stream, app)
+            .max_connections(1_000_000)
+            .max_read_buffer(8 * 1024)
+            .await
+            .unwrap();
+    } else {
+        axum::serve(stream, app).await.unwrap();
+    }
 }
 
 // ---- broadcast: plain axum Sse + tokio::sync::broadcast ---------------
@@ -380,7 +391,7 @@ async fn serve_control(listener: TcpListener, app: Router) {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, stream_addr, control_addr] = args.as_slice() else {
-        eprintln!("usage: bench-server ours|broadcast|map|raw STREAM_ADDR CONTROL_ADDR");
+        eprintln!("usage: bench-server ours|ours-serve|broadcast|map|raw STREAM_ADDR CONTROL_ADDR");
         std::process::exit(2);
     };
     let stream = TcpListener::bind(stream_addr).await.unwrap();
@@ -391,7 +402,8 @@ async fn main() {
         control_listener.local_addr().unwrap()
     );
     match mode.as_str() {
-        "ours" => ours(stream, control_listener).await,
+        "ours" => ours(stream, control_listener, false).await,
+        "ours-serve" => ours(stream, control_listener, true).await,
         "broadcast" => broadcast_mode(stream, control_listener).await,
         "map" => map_mode(stream, control_listener).await,
         "raw" => raw_mode(stream, control_listener).await,

@@ -14,8 +14,8 @@ use sse_benches::percentile;
 use sse_conformance::client::{Request, Response};
 use sse_conformance::server::TestServer;
 use sse_core::{
-    CookieSessionAuthenticator, Hub, InMemoryHub, InMemorySessions, NewNotification,
-    NotificationStore, Notifier, Principal,
+    CookieSessionAuthenticator, Hub, InMemoryHub, InMemorySessions, NewNotification, Notifier,
+    Principal,
 };
 use sse_redis::{RedisHub, RedisStore};
 use sse_tower::SseService;
@@ -26,11 +26,11 @@ struct Node {
     authority: String,
 }
 
-async fn node(store: Arc<dyn NotificationStore>, hub: Arc<dyn Hub>) -> Node {
+async fn node(store: Arc<RedisStore>, hub: Arc<dyn Hub>) -> Node {
     let sessions = InMemorySessions::new();
     sessions.insert("alice", Principal::new("bench-alice"));
     let sse = SseService::builder(CookieSessionAuthenticator::new("sid", sessions))
-        .notifier(&Notifier::new(store, hub))
+        .notifier(&Notifier::with_store(store, hub))
         .build();
     let server = TestServer::start(sse.clone()).await.unwrap();
     let authority = server.authority();
@@ -69,13 +69,14 @@ async fn measure(sender: &Node, stream: &mut Response, count: usize) -> Vec<Dura
 
 fn row(label: &str, mut latencies: Vec<Duration>) {
     latencies.sort_unstable();
+    let us = |d: Duration| d.as_micros();
     println!(
-        "| {label} | {} | {:.0?} | {:.0?} | {:.0?} | {:.0?} |",
+        "| {label} | {} | {} µs | {} µs | {} µs | {} µs |",
         latencies.len(),
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 0.999),
-        latencies.last().copied().unwrap_or_default()
+        us(percentile(&latencies, 0.50)),
+        us(percentile(&latencies, 0.99)),
+        us(percentile(&latencies, 0.999)),
+        us(latencies.last().copied().unwrap_or_default())
     );
 }
 
@@ -88,7 +89,7 @@ async fn main() {
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let prefix = format!("bench:{}:", std::process::id());
 
-    let store: Arc<dyn NotificationStore> = Arc::new(
+    let store: Arc<RedisStore> = Arc::new(
         RedisStore::builder(&redis)
             .prefix(&prefix)
             .connect()
@@ -120,14 +121,30 @@ async fn main() {
     let mut on_a = open(&a).await;
     measure(&b, &mut on_a, 100).await; // warm up
     let cross = measure(&b, &mut on_a, count).await;
+    // "Is alice online?", asked of node B while her stream is on node A:
+    // one script call summing the other nodes' counts.
+    let mut asked = Vec::with_capacity(count);
+    let hub_b = b.sse.notifier().hub().clone();
+    for _ in 0..count {
+        let started = Instant::now();
+        let presence = hub_b
+            .presence(&sse_core::Audience::user("bench-alice"))
+            .await
+            .unwrap();
+        asked.push(started.elapsed());
+        assert_eq!(presence.streams, 1);
+    }
 
     let local = node(store, Arc::new(InMemoryHub::new())).await;
     let mut on_local = open(&local).await;
     measure(&local, &mut on_local, 100).await;
     let same = measure(&local, &mut on_local, count).await;
-
     println!("| path | events | p50 | p99 | p99.9 | max |");
     println!("| --- | --- | --- | --- | --- | --- |");
     row("node B → Redis → node A → client (Redis store)", cross);
     row("one node, in-memory hub (Redis store)", same);
+    row(
+        "`Hub::presence` of a user on another node (RedisHub)",
+        asked,
+    );
 }

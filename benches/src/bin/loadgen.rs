@@ -100,8 +100,8 @@ impl Results {
 const PHASE_IDLE: u8 = 0;
 const PHASE_TARGETED: u8 = 1;
 const PHASE_COUNT: u8 = 2;
-/// Counts only events with an `id:` (replayed notifications, not the
-/// `connected` event every stream opens with).
+/// Counts only events with an `id:` other than the `connected` event every
+/// stream opens with: the replayed notifications.
 const PHASE_COUNT_IDS: u8 = 3;
 
 struct Shared {
@@ -131,6 +131,7 @@ struct Scanner {
     has_stamp: bool,
     has_data: bool,
     has_id: bool,
+    connected: bool,
 }
 
 impl Scanner {
@@ -140,11 +141,15 @@ impl Scanner {
             if b == b'\n' {
                 if self.line_len == 0 {
                     if self.has_data {
-                        on_event(self.has_stamp.then_some(self.stamp), self.has_id);
+                        on_event(
+                            self.has_stamp.then_some(self.stamp),
+                            self.has_id && !self.connected,
+                        );
                     }
                     self.has_data = false;
                     self.has_stamp = false;
                     self.has_id = false;
+                    self.connected = false;
                 }
                 self.line_len = 0;
                 continue;
@@ -158,6 +163,9 @@ impl Scanner {
             }
             if self.line_len == 5 && &self.prefix[..5] == b"data:" {
                 self.has_data = true;
+            }
+            if self.line_len == 8 && &self.prefix == b"event: c" {
+                self.connected = true;
             }
             if self.line_len == 8 && &self.prefix == b"data: t=" {
                 self.has_stamp = true;
@@ -228,7 +236,8 @@ async fn connect(
     }))
 }
 
-async fn control(control: SocketAddr, path: &str) {
+/// Posts to the control port; returns the answer's body.
+async fn control(control: SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(control).await.unwrap();
     stream
         .write_all(format!("POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
@@ -241,6 +250,11 @@ async fn control(control: SocketAddr, path: &str) {
         "{}",
         String::from_utf8_lossy(&answer)
     );
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// CPU time the process has used (user + system), from `/proc`: clock
@@ -397,7 +411,9 @@ async fn run_mode(mode: &str, plan: &Plan) -> Results {
     }
     if mode == "ours" {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        control(
+        // The answer is the log's position before the seeding: clients
+        // resume from it.
+        let start = control(
             control_addr,
             &format!(
                 "/seed?users={}&events={}",
@@ -411,7 +427,7 @@ async fn run_mode(mode: &str, plan: &Plan) -> Results {
         let mut replaying = Vec::new();
         for i in 0..plan.replay_users {
             replaying.push(
-                connect(mode, stream_addr, i, Some("0"), shared.clone())
+                connect(mode, stream_addr, i, Some(&start), shared.clone())
                     .await
                     .unwrap(),
             );

@@ -2,66 +2,86 @@
 //! Run `sse-conformance check --help` for the options.
 
 use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sse_conformance::check::{self, HttpPublish, Publisher, Recipient, Target};
 
-const USAGE: &str = "\
-sse-conformance check --url URL [options]
+/// Checks SSE endpoints built on the sse-layer crates, or any other.
+#[derive(Debug, Parser)]
+#[command(name = "sse-conformance", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-Checks a deployed event-stream endpoint: headers, first-byte latency,
-framing, heartbeat, 401 without credentials, 405, and (given a way to
-publish) live delivery, Last-Event-ID replay and isolation between two
-principals. Prints a table; exits 0 when every check passed, 1 when one
-failed, 2 on a usage error.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checks a deployed event-stream endpoint: headers, first-byte
+    /// latency, framing, heartbeat, 401 without credentials, 405, and
+    /// (given a way to publish) live delivery, Last-Event-ID replay and
+    /// isolation between two principals. Prints a table; exits 0 when
+    /// every check passed, 1 when one failed, 2 on a usage error.
+    Check(CheckArgs),
+}
 
-Options:
-  --url URL                 the stream, http://host:port/path?query (required)
-  --cookie VALUE            Cookie header of the first principal (e.g. 'sid=abc')
-  --header 'NAME: VALUE'    any header of the first principal (repeatable)
-  --other-cookie VALUE      Cookie header of a second principal (isolation check)
-  --other-header 'N: V'     any header of the second principal (repeatable)
-  --publish 'METHOD PATH BODY'
-                            an HTTP request that creates a notification for the
-                            first principal; {token} in PATH or BODY is replaced
-                            by a unique token the checker looks for
-  --publish-other 'METHOD PATH BODY'
-                            the same for the second principal
-  --publish-header 'N: V'   headers of the publish requests (repeatable); by
-                            default the first principal's credentials and
-                            content-type: application/json
-  --publish-cmd COMMAND     a shell command that creates a notification for the
-                            first principal, with the token in $SSE_CHECK_TOKEN
-  --publish-other-cmd COMMAND
-                            the same for the second principal
-  --first-byte-ms N         allowed time to the first body byte (default 1000)
-  --heartbeat-ms N          expected heartbeat interval (default: the connected
-                            event's heartbeatMs)
-  --deliver-ms N            allowed delivery time for a notification (default 2000)
-";
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The stream, http://host:port/path?query.
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// Cookie header of the first principal (e.g. 'sid=abc').
+    #[arg(long, value_name = "VALUE")]
+    cookie: Option<String>,
+    /// Any header of the first principal (repeatable).
+    #[arg(long = "header", value_name = "'NAME: VALUE'", value_parser = header)]
+    headers: Vec<(String, String)>,
+    /// Cookie header of a second principal (isolation check).
+    #[arg(long, value_name = "VALUE")]
+    other_cookie: Option<String>,
+    /// Any header of the second principal (repeatable).
+    #[arg(long = "other-header", value_name = "'NAME: VALUE'", value_parser = header)]
+    other_headers: Vec<(String, String)>,
+    /// An HTTP request that creates a notification for the first
+    /// principal; {token} in PATH or BODY is replaced by a unique token the
+    /// checker looks for.
+    #[arg(long, value_name = "'METHOD PATH BODY'")]
+    publish: Option<String>,
+    /// The same for the second principal.
+    #[arg(long, value_name = "'METHOD PATH BODY'")]
+    publish_other: Option<String>,
+    /// Headers of the publish requests (repeatable); by default the first
+    /// principal's credentials and content-type: application/json.
+    #[arg(long = "publish-header", value_name = "'NAME: VALUE'", value_parser = header)]
+    publish_headers: Vec<(String, String)>,
+    /// A shell command that creates a notification for the first
+    /// principal, with the token in $SSE_CHECK_TOKEN.
+    #[arg(long, value_name = "COMMAND")]
+    publish_cmd: Option<String>,
+    /// The same for the second principal.
+    #[arg(long, value_name = "COMMAND")]
+    publish_other_cmd: Option<String>,
+    /// Allowed time to the first body byte, in milliseconds.
+    #[arg(long = "first-byte-ms", value_name = "N", default_value = "1000", value_parser = millis)]
+    first_byte: Duration,
+    /// Expected heartbeat interval in milliseconds (default: the connected
+    /// event's heartbeatMs).
+    #[arg(long = "heartbeat-ms", value_name = "N", value_parser = millis)]
+    heartbeat: Option<Duration>,
+    /// Allowed delivery time for a notification, in milliseconds.
+    #[arg(long = "deliver-ms", value_name = "N", default_value = "2000", value_parser = millis)]
+    deliver: Duration,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("check") => {}
-        Some("-h" | "--help") | None => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => {
-            eprintln!("unknown command {other:?}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    }
-    let target = match parse(&args[1..]) {
-        Ok(Some(target)) => target,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
+    // `--help` and usage errors (exit status 2) are clap's.
+    let Command::Check(args) = Cli::parse().command;
+    let target = match target(args) {
+        Ok(target) => target,
         Err(why) => {
-            eprintln!("error: {why}\n\n{USAGE}");
+            eprintln!("error: {why}");
             return ExitCode::from(2);
         }
     };
@@ -85,7 +105,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[derive(Default)]
 struct Publish {
     first: Option<String>,
     second: Option<String>,
@@ -94,48 +113,30 @@ struct Publish {
     second_cmd: Option<String>,
 }
 
-fn parse(args: &[String]) -> Result<Option<Target>, String> {
-    let mut url = None;
-    let mut credentials = Vec::new();
-    let mut other: Option<Vec<(String, String)>> = None;
-    let mut publish = Publish::default();
-    let mut first_byte = None;
-    let mut heartbeat = None;
-    let mut deliver = None;
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let mut value = || {
-            args.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--url" => url = Some(value()?),
-            "--cookie" => credentials.push(("cookie".to_owned(), value()?)),
-            "--header" => credentials.push(header(&value()?)?),
-            "--other-cookie" => other
-                .get_or_insert_with(Vec::new)
-                .push(("cookie".to_owned(), value()?)),
-            "--other-header" => other.get_or_insert_with(Vec::new).push(header(&value()?)?),
-            "--publish" => publish.first = Some(value()?),
-            "--publish-other" => publish.second = Some(value()?),
-            "--publish-header" => publish.headers.push(header(&value()?)?),
-            "--publish-cmd" => publish.first_cmd = Some(value()?),
-            "--publish-other-cmd" => publish.second_cmd = Some(value()?),
-            "--first-byte-ms" => first_byte = Some(millis(flag, &value()?)?),
-            "--heartbeat-ms" => heartbeat = Some(millis(flag, &value()?)?),
-            "--deliver-ms" => deliver = Some(millis(flag, &value()?)?),
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    let url = url.ok_or("--url is required")?;
-    let mut target = Target::from_url(&url)?;
+fn target(args: CheckArgs) -> Result<Target, String> {
+    let mut target = Target::from_url(&args.url)?;
+    let mut credentials: Vec<(String, String)> = args
+        .cookie
+        .map(|cookie| ("cookie".to_owned(), cookie))
+        .into_iter()
+        .collect();
+    credentials.extend(args.headers);
     if credentials.is_empty() {
         return Err("give the first principal's credentials with --cookie or --header".into());
     }
+    let mut other: Vec<(String, String)> = args
+        .other_cookie
+        .map(|cookie| ("cookie".to_owned(), cookie))
+        .into_iter()
+        .collect();
+    other.extend(args.other_headers);
+    let mut publish = Publish {
+        first: args.publish,
+        second: args.publish_other,
+        headers: args.publish_headers,
+        first_cmd: args.publish_cmd,
+        second_cmd: args.publish_other_cmd,
+    };
     if publish.headers.is_empty() {
         publish.headers = credentials.clone();
         publish
@@ -144,15 +145,11 @@ fn parse(args: &[String]) -> Result<Option<Target>, String> {
     }
     target.publish = publisher(&target.authority, publish)?;
     target.credentials = credentials;
-    target.other_credentials = other;
-    if let Some(d) = first_byte {
-        target.first_byte_within = d;
-    }
-    target.heartbeat_interval = heartbeat;
-    if let Some(d) = deliver {
-        target.deliver_within = d;
-    }
-    Ok(Some(target))
+    target.other_credentials = (!other.is_empty()).then_some(other);
+    target.first_byte_within = args.first_byte;
+    target.heartbeat_interval = args.heartbeat;
+    target.deliver_within = args.deliver;
+    Ok(target)
 }
 
 fn header(text: &str) -> Result<(String, String), String> {
@@ -162,10 +159,10 @@ fn header(text: &str) -> Result<(String, String), String> {
     Ok((name.trim().to_owned(), value.trim().to_owned()))
 }
 
-fn millis(flag: &str, text: &str) -> Result<Duration, String> {
+fn millis(text: &str) -> Result<Duration, String> {
     text.parse::<u64>()
         .map(Duration::from_millis)
-        .map_err(|_| format!("{flag} takes a number of milliseconds, not {text:?}"))
+        .map_err(|_| format!("takes a number of milliseconds, not {text:?}"))
 }
 
 fn request(spec: &str, headers: &[(String, String)]) -> Result<HttpPublish, String> {

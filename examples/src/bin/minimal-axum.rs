@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use axum::extract::{FromRef, Path, State};
-use axum::{Json, Router, http::header, response::IntoResponse, routing::post};
+use axum::{Router, http::header, response::IntoResponse, routing::post};
 use sse_axum::sse_core::*;
-use sse_axum::{Authenticated, Notify, SseRouterExt, SseService};
+use sse_axum::{Authenticated, Json, Notify, SseRouterExt, SseService};
 
 #[derive(Clone, FromRef)]
 struct App {
@@ -16,15 +16,17 @@ struct App {
 async fn login(
     State(sessions): State<InMemorySessions>,
     Path(user): Path<String>,
-) -> impl IntoResponse {
-    let sid = sessions.create(Principal::new(user));
-    (
+) -> Result<impl IntoResponse, sse_axum::Error> {
+    let sid = sessions.create(Principal::new(user)).map_err(|e| {
+        sse_axum::ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    })?;
+    Ok((
         [(
             header::SET_COOKIE,
             format!("sid={sid}; HttpOnly; SameSite=Lax; Path=/"),
         )],
         "logged in\n",
-    )
+    ))
 }
 
 async fn notify(
@@ -52,5 +54,5 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::var("ADDR").unwrap_or("127.0.0.1:3001".into());
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await
+    sse_axum::serve(listener, app).await
 }

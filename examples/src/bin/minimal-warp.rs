@@ -17,12 +17,22 @@ async fn main() -> std::io::Result<()> {
         .build();
     let login = warp::path!("login" / String)
         .and(warp::post())
-        .map(move |user: String| {
-            let cookie = format!(
-                "sid={}; HttpOnly; SameSite=Lax; Path=/",
-                sessions.create(Principal::new(user))
-            );
-            warp::reply::with_header("logged in\n", "set-cookie", cookie)
+        .and_then(move |user: String| {
+            let sessions = sessions.clone();
+            async move {
+                let sid = sessions.create(Principal::new(user)).map_err(|e| {
+                    sse_warp::reject(sse_warp::ApiError::new(
+                        warp::http::StatusCode::SERVICE_UNAVAILABLE,
+                        e.to_string(),
+                    ))
+                })?;
+                let cookie = format!("sid={sid}; HttpOnly; SameSite=Lax; Path=/");
+                Ok::<_, warp::Rejection>(warp::reply::with_header(
+                    "logged in\n",
+                    "set-cookie",
+                    cookie,
+                ))
+            }
         });
     let events = warp::path!("events").and(sse_warp::stream(&sse));
     let notify = warp::path!("notify")
@@ -31,7 +41,7 @@ async fn main() -> std::io::Result<()> {
                 .and(sse_warp::authenticated(&sse))
                 .and(sse_warp::notifier(&sse)),
         )
-        .and(warp::body::json())
+        .and(sse_warp::json())
         .and_then(
             |_: Principal, notifier: Notifier, new: NewNotification| async move {
                 let notification = notifier.notify(new).await.map_err(sse_warp::reject)?;
@@ -41,9 +51,9 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::var("ADDR").unwrap_or("127.0.0.1:3002".into());
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    warp::serve(events.or(login).or(notify).recover(sse_warp::recover))
-        .incoming(listener)
-        .run()
-        .await;
-    Ok(())
+    sse_warp::serve(
+        listener,
+        events.or(login).or(notify).recover(sse_warp::recover),
+    )
+    .await
 }

@@ -57,21 +57,20 @@ impl<L: SessionLookup> BearerTokenAuthenticator<L> {
 
     /// The token in `request`, from the header or the query.
     pub fn credential(&self, request: &Parts) -> Option<String> {
-        let from_header = request
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                let (scheme, token) = value.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| token.trim().to_owned())
-            });
+        let from_header = bearer_token(&request.headers).map(str::to_owned);
         from_header.or_else(|| {
             let name = self.query_param.as_deref()?;
             crate::query::param(request.uri.query()?, name)
         })
     }
+}
+
+/// The token of an `Authorization: Bearer …` header (scheme matched
+/// case-insensitively).
+pub(crate) fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 #[async_trait]

@@ -14,9 +14,9 @@ use crate::Principal;
 /// ```
 /// use sse_core::{CookieSessionAuthenticator, InMemorySessions, Principal, SessionAuthenticator};
 ///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sse_core::auth::RandomUnavailable> {
 /// let sessions = InMemorySessions::new();
-/// let sid = sessions.create(Principal::new("alice"));
+/// let sid = sessions.create(Principal::new("alice"))?;
 /// let auth = CookieSessionAuthenticator::new("sid", sessions);
 ///
 /// let request = http::Request::get("/events")
@@ -24,7 +24,7 @@ use crate::Principal;
 ///     .body(()).unwrap();
 /// let principal = auth.authenticate(&request.into_parts().0).await.unwrap();
 /// assert_eq!(principal.user().as_str(), "alice");
-/// # }
+/// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct CookieSessionAuthenticator<L> {
@@ -43,7 +43,7 @@ impl<L: SessionLookup> CookieSessionAuthenticator<L> {
 
     /// The cookie's value in `request`, if present.
     pub fn credential<'a>(&self, request: &'a Parts) -> Option<&'a str> {
-        cookie_value(request, &self.cookie)
+        cookie_value(&request.headers, &self.cookie)
     }
 }
 
@@ -57,11 +57,18 @@ impl<L: SessionLookup> SessionAuthenticator for CookieSessionAuthenticator<L> {
     }
 }
 
-/// Finds cookie `name` in every `Cookie` header (HTTP/2 may send several).
-/// Values may be quoted; headers that are not valid UTF-8 are skipped.
-pub(crate) fn cookie_value<'a>(request: &'a Parts, name: &str) -> Option<&'a str> {
-    request
-        .headers
+/// The value of cookie `name`, from every `Cookie` header (HTTP/2 may send
+/// several). Values may be quoted (the quotes are removed); headers that
+/// are not valid UTF-8 are skipped.
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("cookie", "theme=dark; sid=\"abc\"".parse().unwrap());
+/// assert_eq!(sse_core::auth::cookie_value(&headers, "sid"), Some("abc"));
+/// assert_eq!(sse_core::auth::cookie_value(&headers, "other"), None);
+/// ```
+pub fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|header| header.to_str().ok())
@@ -81,12 +88,12 @@ pub(crate) fn cookie_value<'a>(request: &'a Parts, name: &str) -> Option<&'a str
 mod tests {
     use super::*;
 
-    fn parts(cookies: &[&str]) -> Parts {
+    fn parts(cookies: &[&str]) -> http::HeaderMap {
         let mut builder = http::Request::get("/");
         for cookie in cookies {
             builder = builder.header(COOKIE, *cookie);
         }
-        builder.body(()).unwrap().into_parts().0
+        builder.body(()).unwrap().into_parts().0.headers
     }
 
     #[test]
@@ -104,8 +111,7 @@ mod tests {
     #[test]
     fn non_utf8_headers_are_skipped() {
         let mut p = parts(&[]);
-        p.headers
-            .append(COOKIE, http::HeaderValue::from_bytes(b"sid=\xff").unwrap());
+        p.append(COOKIE, http::HeaderValue::from_bytes(b"sid=\xff").unwrap());
         assert_eq!(cookie_value(&p, "sid"), None);
     }
 }

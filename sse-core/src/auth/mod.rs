@@ -7,7 +7,14 @@
 //! - [`BearerTokenAuthenticator`]: `Authorization: Bearer …`, or an
 //!   `?access_token=` query parameter for `EventSource`, which cannot set
 //!   headers;
+//! - [`ExtensionAuthenticator`]: what your auth middleware (tower-sessions,
+//!   axum-login, your own layer) put into the request extensions;
+//! - `JwtAuthenticator` (feature `jwt`): a signed token from a cookie or
+//!   `Authorization: Bearer`, its claims mapped to user, groups and topics;
 //! - [`FnAuthenticator`]: a closure.
+//!
+//! They compose: `cookie.or(bearer)` tries the second when the first finds
+//! no valid credentials ([`SessionAuthenticator::or`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -19,12 +26,22 @@ use crate::Principal;
 
 mod bearer;
 mod closure;
+mod compose;
 mod cookie;
+pub mod credential;
+mod extension;
+#[cfg(feature = "jwt")]
+mod jwt;
 mod sessions;
 
 pub use bearer::BearerTokenAuthenticator;
 pub use closure::FnAuthenticator;
-pub use cookie::CookieSessionAuthenticator;
+pub use compose::Or;
+pub use cookie::{CookieSessionAuthenticator, cookie_value};
+pub use credential::{IssuedSession, RandomUnavailable, credential_digest};
+pub use extension::ExtensionAuthenticator;
+#[cfg(feature = "jwt")]
+pub use jwt::{JwtAuthenticator, jsonwebtoken};
 pub use sessions::InMemorySessions;
 
 /// The error type lookups wrap backend failures in.
@@ -36,13 +53,18 @@ pub const MAX_CREDENTIAL_LEN: usize = 4096;
 
 /// Decides who a request comes from.
 ///
+/// Implement it with `#[async_trait]` and the `http` types, both
+/// re-exported by this crate (`use sse_core::{async_trait, http}`); the
+/// ready authenticators of this module cover most apps without it.
+///
 /// Called once per stream connection, before anything is registered. It
-/// sees the request head only (method, URI, headers, extensions).
+/// sees the request head only (method, URI, headers, extensions). A
+/// principal whose [expiry](Principal::expires_at) has passed is refused by
+/// the stream whatever the authenticator answered.
 ///
 /// ```
-/// use async_trait::async_trait;
-/// use http::request::Parts;
-/// use sse_core::{AuthRejection, Principal, SessionAuthenticator};
+/// use sse_core::http::request::Parts;
+/// use sse_core::{AuthRejection, Principal, SessionAuthenticator, async_trait};
 ///
 /// struct HeaderUser;
 ///
@@ -54,11 +76,27 @@ pub const MAX_CREDENTIAL_LEN: usize = 4096;
 ///             .ok_or_else(|| AuthRejection::unauthenticated("missing x-user header"))
 ///     }
 /// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let request = http::Request::get("/events").header("x-user", "ada").body(()).unwrap();
+/// let principal = HeaderUser.authenticate(&request.into_parts().0).await.unwrap();
+/// assert_eq!(principal.user().as_str(), "ada");
+/// # }
 /// ```
 #[async_trait]
 pub trait SessionAuthenticator: Send + Sync + 'static {
     /// The principal the request authenticates as.
     async fn authenticate(&self, request: &Parts) -> Result<Principal, AuthRejection>;
+
+    /// This authenticator, then `other` when this one finds no valid
+    /// credentials (a `401`); see [`Or`] for what falls through.
+    fn or<B>(self, other: B) -> Or<Self, B>
+    where
+        Self: Sized,
+        B: SessionAuthenticator,
+    {
+        Or::new(self, other)
+    }
 }
 
 #[async_trait]
@@ -112,13 +150,14 @@ impl AuthRejection {
 
 /// Resolves a credential (a session id, a token) to a principal.
 ///
-/// Plug your session store in here and reuse the ready authenticators.
-/// `Ok(None)` means "no such session"; `Err` means the store failed.
+/// Implement it with `#[async_trait]`, re-exported by this crate (`use
+/// sse_core::async_trait`). Plug your session store in here and reuse the
+/// ready authenticators. `Ok(None)` means "no such session"; `Err` means
+/// the store failed.
 ///
 /// ```
-/// use async_trait::async_trait;
-/// use sse_core::{Principal, SessionLookup};
 /// use sse_core::auth::BoxError;
+/// use sse_core::{CookieSessionAuthenticator, Principal, SessionAuthenticator, SessionLookup, async_trait};
 ///
 /// struct StaticTokens;
 ///
@@ -128,6 +167,12 @@ impl AuthRejection {
 ///         Ok((credential == "let-me-in").then(|| Principal::new("admin")))
 ///     }
 /// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let auth = CookieSessionAuthenticator::new("sid", StaticTokens);
+/// let request = http::Request::get("/events").header("cookie", "sid=let-me-in").body(()).unwrap();
+/// assert_eq!(auth.authenticate(&request.into_parts().0).await.unwrap().user().as_str(), "admin");
+/// # }
 /// ```
 #[async_trait]
 pub trait SessionLookup: Send + Sync + 'static {

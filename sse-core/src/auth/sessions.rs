@@ -3,24 +3,31 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
 
+use super::credential::{IssuedSession, RandomUnavailable, credential_digest};
 use super::{BoxError, SessionLookup};
-use crate::{Principal, UserId};
+use crate::{Principal, SessionId, UserId};
 
 /// A session store in process memory: credential → principal.
 ///
-/// Good for demos, tests and single-process apps. [`InMemorySessions::create`]
-/// issues 128-bit random credentials from the operating system's generator.
-/// Cloning gives another handle to the same sessions.
+/// Good for demos, tests and single-process apps. Credentials are kept
+/// only as their [`credential_digest`], and a session created here gets an
+/// opaque [`SessionId`] unrelated to its credential (see
+/// [`credential`](super::credential)). Cloning gives another handle to the
+/// same sessions.
 ///
 /// ```
 /// use sse_core::{InMemorySessions, Principal};
+/// # fn main() -> Result<(), sse_core::auth::RandomUnavailable> {
 /// let sessions = InMemorySessions::new();
-/// let sid = sessions.create(Principal::new("alice"));
-/// assert_eq!(sessions.get(&sid).unwrap().user().as_str(), "alice");
-/// // The principal carries its session, so a stream can target it.
-/// assert_eq!(sessions.get(&sid).unwrap().session().unwrap().as_str(), sid);
+/// let sid = sessions.create(Principal::new("alice"))?;
+/// let principal = sessions.get(&sid).unwrap();
+/// assert_eq!(principal.user().as_str(), "alice");
+/// // The principal carries a session id a stream can target, which is
+/// // not the credential.
+/// assert_ne!(principal.session().unwrap().as_str(), sid);
 /// sessions.remove(&sid);
 /// assert!(sessions.get(&sid).is_none());
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Default)]
 pub struct InMemorySessions {
@@ -33,31 +40,39 @@ impl InMemorySessions {
         Self::default()
     }
 
-    /// Creates a session for `principal` with a fresh random credential,
-    /// which becomes the principal's [`SessionId`](crate::SessionId).
-    /// Returns the credential.
-    ///
-    /// # Panics
-    ///
-    /// If the operating system's random number generator fails: a
-    /// predictable session id would be worse than stopping.
-    pub fn create(&self, principal: Principal) -> String {
-        let credential = random_token();
-        self.insert(
-            credential.clone(),
-            principal.with_session(credential.as_str()),
-        );
-        credential
+    /// Creates a session for `principal` with a fresh random credential and
+    /// a fresh, unrelated session id (set on the principal). Returns the
+    /// credential, to hand to the client.
+    pub fn create(&self, principal: Principal) -> Result<String, RandomUnavailable> {
+        let (credential, id) = IssuedSession::generate()?.into_parts();
+        self.insert(credential.as_str(), principal.with_session(id));
+        Ok(credential)
     }
 
-    /// Stores `principal` under a credential you chose.
-    pub fn insert(&self, credential: impl Into<String>, principal: Principal) {
-        self.write().insert(credential.into(), principal);
+    /// Stores `principal` under a credential you chose (kept as its digest).
+    /// The principal's session id, if any, is yours to choose too: never
+    /// make it the credential.
+    pub fn insert(&self, credential: impl AsRef<str>, principal: Principal) {
+        self.write()
+            .insert(credential_digest(credential.as_ref()), principal);
     }
 
-    /// Forgets a session; returns its principal.
+    /// Forgets a session; returns its principal (whose session id you can
+    /// pass to [`Notifier::disconnect`](crate::Notifier::disconnect)).
     pub fn remove(&self, credential: &str) -> Option<Principal> {
-        self.write().remove(credential)
+        self.write().remove(&credential_digest(credential))
+    }
+
+    /// Forgets the session with this id; returns whether there was one.
+    ///
+    /// Its credential is refused from then on; to end the streams it has
+    /// open on every node too, as logout does, follow with
+    /// `notifier.disconnect(&Audience::Session(id))`.
+    pub fn revoke(&self, session: &SessionId) -> bool {
+        let mut sessions = self.write();
+        let before = sessions.len();
+        sessions.retain(|_, principal| principal.session() != Some(session));
+        before != sessions.len()
     }
 
     /// Forgets every session of `user`; returns how many there were.
@@ -73,11 +88,11 @@ impl InMemorySessions {
         self.sessions
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(credential)
+            .get(&credential_digest(credential))
             .cloned()
     }
 
-    /// The session ids currently stored.
+    /// How many sessions are stored.
     pub fn len(&self) -> usize {
         self.sessions
             .read()
@@ -112,13 +127,19 @@ impl std::fmt::Debug for InMemorySessions {
     }
 }
 
-/// 128 bits from the OS generator as 32 hex digits.
-fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // The OS generator failing is not recoverable; a predictable session
-        // id would be worse than stopping.
-        panic!("the operating system's random number generator failed");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_become_identifiers() {
+        let sessions = InMemorySessions::new();
+        let credential = sessions.create(Principal::new("alice")).unwrap();
+        let principal = sessions.get(&credential).unwrap();
+        let shown = format!("{principal:?} {sessions:?}");
+        assert!(!shown.contains(&credential), "{shown}");
+        let session = principal.session().unwrap().clone();
+        assert!(sessions.revoke(&session));
+        assert!(sessions.get(&credential).is_none());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

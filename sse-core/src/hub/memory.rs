@@ -1,12 +1,18 @@
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Hub, HubError, HubStats, SendOutcome, Subscription, SubscriptionSender, channel};
+use super::sequencer::{Sequencer, Sink};
+use super::{
+    Hub, HubError, HubStats, Presence, SendOutcome, Subscription, SubscriptionSender, channel,
+};
 use crate::sharded::Sharded;
-use crate::{Audience, ConnectionId, Event, GroupId, Principal, SessionId, Topic, UserId};
+use crate::{
+    Audience, ConnectionId, Event, EventLog, GroupId, Principal, SessionId, Topic, UserId,
+};
 
 /// The default [`Hub`]: every connection of this process, indexed in memory.
 ///
@@ -18,6 +24,14 @@ use crate::{Audience, ConnectionId, Event, GroupId, Principal, SessionId, Topic,
 /// 99,999. [`Audience::Everyone`] visits every connection, one shard at a
 /// time. No lock is held across an await or while writing to a socket: a
 /// publish only pushes into bounded queues.
+///
+/// Durable events (those whose id is a log [`Cursor`](crate::Cursor)) are
+/// delivered in log order without gaps: one held back until every position
+/// below it was delivered, a missing position read from the attached log
+/// after a short wait ([`InMemoryHub::gap_wait`], 100 ms). This is what
+/// lets a stream's `Last-Event-ID` resume every audience it reads (see
+/// [`crate::log`]); hubs over a broker get it by delivering through this
+/// index.
 ///
 /// Cloning gives another handle to the same hub.
 ///
@@ -46,12 +60,13 @@ struct Index {
     groups: Sharded<GroupId, Senders>,
     topics: Sharded<Topic, Senders>,
     connections: Sharded<ConnectionId, SubscriptionSender>,
-    id_base: u64,
+    node: u64,
     next_id: AtomicU64,
     subscriptions: AtomicU64,
     published: AtomicU64,
     enqueued: AtomicU64,
     lagged: AtomicU64,
+    sequencer: Sequencer,
 }
 
 /// Removes a subscription from every index when the subscription drops.
@@ -68,13 +83,26 @@ impl Default for InMemoryHub {
 }
 
 impl InMemoryHub {
-    /// An empty hub.
+    /// An empty hub on a node with a random 64-bit id.
     ///
-    /// Connection ids start from a random base (the top 24 bits), so ids
-    /// from different processes rarely collide when they travel between
-    /// nodes.
+    /// Connection ids are this node id and a counter (see
+    /// [`ConnectionId`]); hubs that span nodes claim a node id no other
+    /// live node holds and use [`InMemoryHub::with_node_id`].
     pub fn new() -> Self {
-        let id_base = (RandomState::new().hash_one(std::process::id()) >> 40) << 40;
+        Self::with_node_id(random_node_id())
+    }
+
+    /// An empty hub whose connection ids carry `node`.
+    ///
+    /// ```
+    /// use sse_core::{Hub, InMemoryHub, Principal};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sse_core::HubError> {
+    /// let hub = InMemoryHub::with_node_id(7);
+    /// let subscription = hub.subscribe(&Principal::new("alice"), 8).await?;
+    /// assert_eq!(subscription.id().node(), 7);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_node_id(node: u64) -> Self {
         Self {
             index: Arc::new(Index {
                 users: Sharded::new(),
@@ -82,22 +110,49 @@ impl InMemoryHub {
                 groups: Sharded::new(),
                 topics: Sharded::new(),
                 connections: Sharded::new(),
-                id_base,
+                node,
                 next_id: AtomicU64::new(1),
                 subscriptions: AtomicU64::new(0),
                 published: AtomicU64::new(0),
                 enqueued: AtomicU64::new(0),
                 lagged: AtomicU64::new(0),
+                sequencer: Sequencer::new(DEFAULT_GAP_WAIT),
             }),
         }
+    }
+
+    /// How long a durable event waits for a missing position below it
+    /// before the hub reads that position from the log (default 100 ms).
+    /// Call it when building the hub, before cloning it.
+    #[must_use]
+    pub fn gap_wait(mut self, wait: Duration) -> Self {
+        if let Some(index) = Arc::get_mut(&mut self.index) {
+            index.sequencer = Sequencer::new(wait);
+        }
+        self
+    }
+
+    /// Gives the hub the log its durable events come from, to fill gaps
+    /// in live delivery; see [`Hub::attach_log`].
+    pub fn attach_log(&self, log: Arc<dyn EventLog>) {
+        self.index.sequencer.attach(log);
+    }
+
+    /// Learns the log's head once, before the first connection registers
+    /// (hubs built on this one call it in `subscribe`).
+    pub async fn ready(&self) {
+        self.index.sequencer.start().await;
+    }
+
+    /// The node id every connection id of this hub carries.
+    pub fn node_id(&self) -> u64 {
+        self.index.node
     }
 
     /// Registers a subscription; the synchronous core of [`Hub::subscribe`].
     pub fn subscribe_now(&self, principal: &Principal, queue_capacity: usize) -> Subscription {
         let index = &self.index;
-        let id = ConnectionId(
-            index.id_base | (index.next_id.fetch_add(1, Ordering::Relaxed) & ((1 << 40) - 1)),
-        );
+        let id = ConnectionId::new(index.node, index.next_id.fetch_add(1, Ordering::Relaxed));
         let registration = Registration {
             index: index.clone(),
             principal: principal.clone(),
@@ -119,13 +174,43 @@ impl InMemoryHub {
         subscription
     }
 
-    /// Pushes `event` into every matching queue; the synchronous core of
-    /// [`Hub::publish`]. Returns how many queues accepted it.
-    ///
-    /// Hubs that receive events from elsewhere (a broker) use this to
-    /// deliver locally.
-    pub fn deliver(&self, audience: &Audience, event: &Event) -> usize {
-        let index = &self.index;
+    /// Delivers `event` to every matching local queue; the synchronous core
+    /// of [`Hub::publish`]. Hubs that receive events from elsewhere (a
+    /// broker) use this to deliver locally. Durable events go through the
+    /// sequencer (see the type's docs) and may be delivered a little later,
+    /// in order.
+    pub fn deliver(&self, audience: &Audience, event: &Event) {
+        match event.cursor() {
+            Some(cursor) => Sequencer::offer(&self.index, audience, event, cursor),
+            None => {
+                self.index.dispatch_now(audience, event);
+            }
+        }
+    }
+}
+
+impl Sink for Index {
+    fn dispatch(&self, audience: &Audience, event: &Event) {
+        self.dispatch_now(audience, event);
+    }
+
+    fn signal_missed(&self) {
+        self.connections.for_each_shard(|shard| {
+            for sender in shard.values() {
+                sender.signal_missed();
+            }
+        });
+    }
+
+    fn sequencer(&self) -> &Sequencer {
+        &self.sequencer
+    }
+}
+
+impl Index {
+    /// Pushes `event` into every matching queue; returns how many accepted it.
+    fn dispatch_now(&self, audience: &Audience, event: &Event) -> usize {
+        let index = self;
         index.published.fetch_add(1, Ordering::Relaxed);
         let mut tally = Tally::default();
         match audience {
@@ -156,15 +241,57 @@ impl InMemoryHub {
         }
         tally.queued
     }
+}
 
+impl InMemoryHub {
     /// Signals [`RecvError::Missed`](super::RecvError::Missed) to every
     /// subscription, for hubs whose upstream was interrupted.
     pub fn signal_missed_all(&self) {
-        self.index.connections.for_each_shard(|shard| {
-            for sender in shard.values() {
+        self.index.signal_missed();
+    }
+
+    /// Signals [`RecvError::Missed`](super::RecvError::Missed) to the
+    /// subscriptions of one audience (whose upstream channel, say, was
+    /// interrupted): their streams catch up from the log.
+    pub fn signal_missed(&self, audience: &Audience) {
+        let index = &self.index;
+        let signal = |senders: &Senders| {
+            for sender in senders.as_slice() {
                 sender.signal_missed();
             }
-        });
+        };
+        match audience {
+            Audience::User(key) => index.users.read(key).get(key).map(signal),
+            Audience::Session(key) => index.sessions.read(key).get(key).map(signal),
+            Audience::Group(key) => index.groups.read(key).get(key).map(signal),
+            Audience::Topic(key) => index.topics.read(key).get(key).map(signal),
+            Audience::Connection(id) => index
+                .connections
+                .read(id)
+                .get(id)
+                .map(|sender| sender.signal_missed()),
+            Audience::Everyone => {
+                index.signal_missed();
+                Some(())
+            }
+        };
+    }
+
+    /// This node's open subscriptions of `audience`: the exact, synchronous
+    /// core of [`Hub::presence`] (one index lookup; `Everyone` counts every
+    /// subscription).
+    pub fn local_presence(&self, audience: &Audience) -> u64 {
+        let index = &self.index;
+        let count = |senders: Option<&Senders>| senders.map_or(0, |s| s.as_slice().len());
+        let streams = match audience {
+            Audience::User(key) => count(index.users.read(key).get(key)),
+            Audience::Session(key) => count(index.sessions.read(key).get(key)),
+            Audience::Group(key) => count(index.groups.read(key).get(key)),
+            Audience::Topic(key) => count(index.topics.read(key).get(key)),
+            Audience::Connection(id) => usize::from(index.connections.read(id).contains_key(id)),
+            Audience::Everyone => index.connections.len(),
+        };
+        streams as u64
     }
 
     /// Subscriptions currently registered.
@@ -192,12 +319,21 @@ impl Hub for InMemoryHub {
         principal: &Principal,
         queue_capacity: usize,
     ) -> Result<Subscription, HubError> {
+        self.ready().await;
         Ok(self.subscribe_now(principal, queue_capacity))
     }
 
     async fn publish(&self, audience: &Audience, event: &Event) -> Result<(), HubError> {
         self.deliver(audience, event);
         Ok(())
+    }
+
+    fn attach_log(&self, log: Arc<dyn EventLog>) {
+        InMemoryHub::attach_log(self, log);
+    }
+
+    async fn presence(&self, audience: &Audience) -> Result<Presence, HubError> {
+        Ok(Presence::new(self.local_presence(audience)))
     }
 
     fn stats(&self) -> HubStats {
@@ -237,6 +373,8 @@ impl Drop for Registration {
         index.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+const DEFAULT_GAP_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct Tally {
@@ -324,5 +462,16 @@ fn send_all<K: Hash + Eq>(map: &Sharded<K, Senders>, key: &K, event: &Event, tal
         for sender in senders.as_slice() {
             tally.record(sender.try_send(event));
         }
+    }
+}
+
+/// 64 bits from the operating system's generator. Should it fail (it does
+/// not on supported platforms), a randomly keyed hash of the process id and
+/// the time still gives distinct nodes distinct ids in practice.
+pub(crate) fn random_node_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now())),
     }
 }

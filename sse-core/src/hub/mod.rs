@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Audience, Event, Principal};
+use crate::{Audience, Event, EventLog, Principal};
 
 mod memory;
+mod sequencer;
 mod subscription;
 
 pub use memory::InMemoryHub;
@@ -34,10 +35,69 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// - A subscription is live when `subscribe` returns: an event published
 ///   after that reaches it. Streams rely on this to replay from the store
 ///   without a gap.
-/// - Dropping a [`Subscription`] unregisters it.
+/// - [`Event::disconnect`] is delivered like any event, to the same
+///   audience, and arrives as an event whose
+///   [`is_disconnect`](Event::is_disconnect) is true: a stream that
+///   receives it ends. Logout relies on it to end a session's streams on
+///   every node, so a hub that spans nodes must carry it too.
+/// - **Durable events** — those whose id is a log position
+///   ([`Event::cursor`]) — reach **every node** (not only nodes that serve
+///   their audience) and are delivered there in position order. Streams'
+///   single `Last-Event-ID` relies on it (see [`crate::log`]). Hubs built
+///   on [`InMemoryHub`] get the ordering by delivering through it; a hub
+///   over a broker sends durable events on one channel every node reads.
+/// - Connection ids are unique across every node that shares the hub (see
+///   [`ConnectionId`](crate::ConnectionId)), so
+///   [`Audience::Connection`] never reaches another node's connection.
+/// - Dropping a [`Subscription`] unregisters it, and [`Hub::stats`]
+///   counts what is registered on this node exactly: leak tests (and
+///   `sse-conformance`'s) rely on `subscriptions` going back to zero.
+/// - [`Hub::presence`] counts the subscriptions of an audience on **every
+///   node**: exact for this node's at once, other nodes' within a bounded
+///   delay (the hub documents it), and a node that died stops counting
+///   within a bounded time.
 ///
 /// `sse-conformance`'s `hub::run` checks all of this against any
 /// implementation.
+///
+/// Implementing it: the trait is `#[async_trait]`, re-exported by this
+/// crate (`use sse_core::async_trait`); see [`InMemoryHub`] for a hub that
+/// keeps the index, on which hubs over a broker build (they deliver what
+/// the broker brings with [`InMemoryHub::deliver`]). A hub that wraps
+/// another and refuses events to everyone:
+///
+/// ```
+/// use sse_core::{async_trait, Audience, Event, Hub, HubError, HubStats, InMemoryHub, Presence, Principal, Subscription};
+///
+/// struct NoBroadcast(InMemoryHub);
+///
+/// #[async_trait]
+/// impl Hub for NoBroadcast {
+///     async fn subscribe(&self, principal: &Principal, capacity: usize) -> Result<Subscription, HubError> {
+///         self.0.subscribe(principal, capacity).await
+///     }
+///     async fn publish(&self, audience: &Audience, event: &Event) -> Result<(), HubError> {
+///         if *audience == Audience::Everyone {
+///             return Err(HubError::Rejected("no broadcasts here".into()));
+///         }
+///         self.0.publish(audience, event).await
+///     }
+///     fn stats(&self) -> HubStats {
+///         self.0.stats()
+///     }
+///     async fn presence(&self, audience: &Audience) -> Result<Presence, HubError> {
+///         self.0.presence(audience).await
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let hub = NoBroadcast(InMemoryHub::new());
+/// let mut ada = hub.subscribe(&Principal::new("ada"), 8).await?;
+/// hub.publish(&Audience::user("ada"), &Event::json(&"hi")?).await?;
+/// assert!(ada.try_recv()?.is_some());
+/// assert!(hub.publish(&Audience::Everyone, &Event::json(&"all")?).await.is_err());
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait Hub: Send + Sync + 'static {
     /// Registers a connection of `principal`, with a queue of at most
@@ -51,10 +111,43 @@ pub trait Hub: Send + Sync + 'static {
     /// Delivers `event` to every subscription in `audience`.
     async fn publish(&self, audience: &Audience, event: &Event) -> Result<(), HubError>;
 
-    /// Counters since the hub was created. Defaults to zeros for hubs that
-    /// keep none.
-    fn stats(&self) -> HubStats {
-        HubStats::default()
+    /// Counters since the hub was created; `subscriptions` must be exact
+    /// (see the contract). Hubs built on [`InMemoryHub`] return its stats.
+    fn stats(&self) -> HubStats;
+
+    /// Who is online: the open subscriptions (streams) of `audience` on
+    /// every node of the hub: a user's, a session's, a group's members', a
+    /// topic's readers', one connection (0 or 1), or everyone's.
+    ///
+    /// Cheap enough to ask per request (one index lookup in memory, one
+    /// round trip to a broker). The default answers
+    /// [`HubError::Unsupported`].
+    ///
+    /// ```
+    /// use sse_core::{Audience, Hub, InMemoryHub, Principal};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sse_core::HubError> {
+    /// let hub = InMemoryHub::new();
+    /// let tab_1 = hub.subscribe(&Principal::new("alice").with_groups(["acme"]), 8).await?;
+    /// let tab_2 = hub.subscribe(&Principal::new("alice").with_groups(["acme"]), 8).await?;
+    /// assert_eq!(hub.presence(&Audience::user("alice")).await?.streams, 2);
+    /// assert!(hub.presence(&Audience::group("acme")).await?.is_online());
+    /// drop((tab_1, tab_2));
+    /// assert!(!hub.presence(&Audience::user("alice")).await?.is_online());
+    /// # Ok(()) }
+    /// ```
+    async fn presence(&self, audience: &Audience) -> Result<Presence, HubError> {
+        let _ = audience;
+        Err(HubError::Unsupported("presence"))
+    }
+
+    /// Gives the hub the log its durable events come from, so that a
+    /// position that never arrives live is read from it (see
+    /// [`InMemoryHub::gap_wait`]). [`Notifier::new`](crate::Notifier::new)
+    /// calls it. The default ignores the log: such a hub tells streams to
+    /// catch up instead.
+    fn attach_log(&self, log: Arc<dyn EventLog>) {
+        let _ = log;
     }
 }
 
@@ -75,6 +168,14 @@ impl<H: Hub + ?Sized> Hub for Arc<H> {
     fn stats(&self) -> HubStats {
         (**self).stats()
     }
+
+    async fn presence(&self, audience: &Audience) -> Result<Presence, HubError> {
+        (**self).presence(audience).await
+    }
+
+    fn attach_log(&self, log: Arc<dyn EventLog>) {
+        (**self).attach_log(log)
+    }
 }
 
 /// Counters a hub keeps; see [`Hub::stats`].
@@ -91,6 +192,27 @@ pub struct HubStats {
     pub lagged: u64,
 }
 
+/// Who is online in an audience; see [`Hub::presence`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Presence {
+    /// Open subscriptions (streams, one per tab) of the audience, on every
+    /// node.
+    pub streams: u64,
+}
+
+impl Presence {
+    /// `streams` open subscriptions.
+    pub fn new(streams: u64) -> Self {
+        Self { streams }
+    }
+
+    /// Whether at least one stream is open.
+    pub fn is_online(&self) -> bool {
+        self.streams > 0
+    }
+}
+
 /// Why a hub operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -101,4 +223,8 @@ pub enum HubError {
     /// The hub refused the operation.
     #[error("the hub refused the operation: {0}")]
     Rejected(String),
+    /// The hub does not implement this operation (an optional trait
+    /// method it left to its default).
+    #[error("this hub does not support {0}; implement the Hub method, or use a hub that does")]
+    Unsupported(&'static str),
 }

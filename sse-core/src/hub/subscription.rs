@@ -104,7 +104,11 @@ struct State {
     waker: Option<Waker>,
     status: Status,
     missed: bool,
+    on_lagged: Option<LagHook>,
 }
+
+/// Run once, by the publisher, when the queue overflows.
+type LagHook = Box<dyn FnOnce() + Send>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -123,7 +127,7 @@ enum Status {
 /// use sse_core::hub::{channel, SendOutcome};
 /// use sse_core::{ConnectionId, Event};
 ///
-/// let (sender, subscription) = channel(ConnectionId(1), 1, ());
+/// let (sender, subscription) = channel(ConnectionId::new(0, 1), 1, ());
 /// let event = Event::comment("x");
 /// assert_eq!(sender.try_send(&event), SendOutcome::Queued);
 /// assert_eq!(sender.try_send(&event), SendOutcome::Lagged);
@@ -143,6 +147,7 @@ pub fn channel(
             waker: None,
             status: Status::Open,
             missed: false,
+            on_lagged: None,
         }),
     });
     let sender = SubscriptionSender {
@@ -175,18 +180,21 @@ impl SubscriptionSender {
         if state.status != Status::Open {
             return SendOutcome::Closed;
         }
-        let outcome = if state.events.len() >= self.queue.capacity {
+        let (outcome, hook) = if state.events.len() >= self.queue.capacity {
             state.status = Status::Lagged;
             state.events = VecDeque::new();
-            SendOutcome::Lagged
+            (SendOutcome::Lagged, state.on_lagged.take())
         } else {
             state.events.push_back(event.clone());
-            SendOutcome::Queued
+            (SendOutcome::Queued, None)
         };
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
+        }
+        if let Some(hook) = hook {
+            hook();
         }
         outcome
     }
@@ -247,6 +255,23 @@ impl Subscription {
         let inner = std::mem::replace(&mut self._guard, Box::new(()));
         self._guard = Box::new((inner, guard));
         self
+    }
+
+    /// Runs `hook` once, on the publisher's thread, at the moment the queue
+    /// overflows (see [`RecvError::Lagged`]).
+    ///
+    /// A receiver that stopped reading because its socket is full is not
+    /// polled, so it would notice the lag only when the socket drains;
+    /// servers use this to close such a connection at once (see
+    /// `sse_tower::ConnectionCloser`). The hook must not block.
+    pub fn on_lagged(&mut self, hook: impl FnOnce() + Send + 'static) {
+        let mut state = self.queue.lock();
+        if state.status == Status::Lagged {
+            drop(state);
+            hook();
+        } else {
+            state.on_lagged = Some(Box::new(hook));
+        }
     }
 
     /// Receives the next event, waiting for one if the queue is empty.
@@ -329,6 +354,7 @@ impl Drop for Subscription {
         state.status = Status::Closed;
         state.events = VecDeque::new();
         state.waker = None;
+        state.on_lagged = None;
     }
 }
 
@@ -347,7 +373,7 @@ mod tests {
 
     fn event(n: u64) -> Event {
         Event::builder()
-            .id(n.to_string())
+            .id(format!("abcdefgh.{n}"))
             .data("x")
             .build()
             .unwrap()
@@ -355,7 +381,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_lags_then_closes() {
-        let (tx, mut rx) = channel(ConnectionId(1), 2, ());
+        let (tx, mut rx) = channel(ConnectionId::new(0, 1), 2, ());
         assert_eq!(tx.try_send(&event(1)), SendOutcome::Queued);
         assert_eq!(tx.try_send(&event(2)), SendOutcome::Queued);
         assert_eq!(tx.try_send(&event(3)), SendOutcome::Lagged);
@@ -366,32 +392,47 @@ mod tests {
         assert!(rx.next().await.is_none());
     }
 
+    #[test]
+    fn the_lag_hook_runs_once_at_overflow() {
+        let (tx, mut rx) = channel(ConnectionId::new(0, 1), 1, ());
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = runs.clone();
+        rx.on_lagged(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        tx.try_send(&event(1));
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(tx.try_send(&event(2)), SendOutcome::Lagged);
+        tx.try_send(&event(3));
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn close_delivers_queued_events_first() {
-        let (tx, rx) = channel(ConnectionId(1), 8, ());
+        let (tx, rx) = channel(ConnectionId::new(0, 1), 8, ());
         tx.try_send(&event(1));
         tx.try_send(&event(2));
         tx.close();
         let got: Vec<_> = rx.collect().await;
         let ids: Vec<_> = got
             .into_iter()
-            .map(|r| r.unwrap().event_id().unwrap().get())
+            .map(|r| r.unwrap().cursor().unwrap().position())
             .collect();
         assert_eq!(ids, [1, 2]);
     }
 
     #[tokio::test]
     async fn missed_is_reported_once_and_receiving_continues() {
-        let (tx, mut rx) = channel(ConnectionId(1), 8, ());
+        let (tx, mut rx) = channel(ConnectionId::new(0, 1), 8, ());
         tx.signal_missed();
         tx.try_send(&event(5));
         assert_eq!(rx.recv().await, Err(RecvError::Missed));
-        assert_eq!(rx.recv().await.unwrap().event_id().unwrap().get(), 5);
+        assert_eq!(rx.recv().await.unwrap().cursor().unwrap().position(), 5);
     }
 
     #[tokio::test]
     async fn a_waiting_receiver_is_woken() {
-        let (tx, mut rx) = channel(ConnectionId(1), 8, ());
+        let (tx, mut rx) = channel(ConnectionId::new(0, 1), 8, ());
         let waiter = tokio::spawn(async move { rx.recv().await });
         tokio::task::yield_now().await;
         tx.try_send(&event(1));
@@ -407,7 +448,7 @@ mod tests {
             }
         }
         let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (tx, rx) = channel(ConnectionId(1), 1, Flag(dropped.clone()));
+        let (tx, rx) = channel(ConnectionId::new(0, 1), 1, Flag(dropped.clone()));
         drop(rx);
         assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
         assert_eq!(tx.try_send(&event(1)), SendOutcome::Closed);

@@ -1,105 +1,43 @@
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::{
-    Change, ChangeKind, NewNotification, Notification, NotificationStore, Page, PageRequest,
-    Replay, StoreError,
+    Change, ChangeKind, NewNotification, Notification, NotificationPolicy, NotificationStore, Page,
+    PageRequest, StoreError,
 };
+use crate::log::{Cursor, EventLog, InMemoryLog, LogRecord, Replay};
 use crate::sharded::Sharded;
-use crate::{EventId, NotificationId, Principal, Timestamp, UserId};
+use crate::{Audience, Event, NotificationId, Principal, Timestamp, UserId};
 
-/// How much change history a store keeps for replay.
-///
-/// Replay covers a reconnecting client's gap only while the changes it
-/// missed are still kept; older gaps get [`Replay::HistoryGone`] and the
-/// client refetches. Retention applies to the change log, not to the
-/// notifications themselves, which stay until deleted.
-///
-/// ```
-/// use std::time::Duration;
-/// use sse_core::Retention;
-/// let retention = Retention::default()
-///     .max_changes_per_user(500)
-///     .max_age(Duration::from_secs(24 * 3600));
-/// # let _ = retention;
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    max_changes: Option<usize>,
-    max_age: Option<Duration>,
-}
-
-impl Default for Retention {
-    /// 1,000 changes per user, no age limit.
-    fn default() -> Self {
-        Self {
-            max_changes: Some(1_000),
-            max_age: None,
-        }
-    }
-}
-
-impl Retention {
-    /// Keeps everything.
-    pub fn unlimited() -> Self {
-        Self {
-            max_changes: None,
-            max_age: None,
-        }
-    }
-
-    /// Keeps at most `count` changes per user (at least 1).
-    #[must_use]
-    pub fn max_changes_per_user(mut self, count: usize) -> Self {
-        self.max_changes = Some(count.max(1));
-        self
-    }
-
-    /// Drops changes older than `age`.
-    #[must_use]
-    pub fn max_age(mut self, age: Duration) -> Self {
-        self.max_age = Some(age);
-        self
-    }
-
-    /// The per-user change limit, if any.
-    pub fn changes_limit(&self) -> Option<usize> {
-        self.max_changes
-    }
-
-    /// The age limit, if any.
-    pub fn age_limit(&self) -> Option<Duration> {
-        self.max_age
-    }
-}
-
-/// The default [`NotificationStore`]: everything in process memory.
+/// The default [`NotificationStore`]: everything in process memory, its
+/// changes written through an [`InMemoryLog`].
 ///
 /// Users are kept in 64 independently locked shards; each operation locks
-/// one user's shard for a bounded, await-free critical section, which is
-/// also what makes change ids strictly increasing per user.
+/// one user's shard for a bounded, await-free critical section and appends
+/// its change to the log before releasing it, so a user's changes reach the
+/// log in the order they were applied.
 ///
-/// Everything is lost when the process exits, and change ids start again
-/// from 1: a client that reconnects with an id from before the restart gets
-/// [`Replay::HistoryGone`] once its id is above the new history's newest.
-/// Use `sse-sqlx` to persist.
+/// It is also the [`EventLog`] it writes through (every method forwards to
+/// [`InMemoryStore::log`]), so one value serves a [`Notifier`](crate::Notifier)
+/// as both. Everything is lost when the process exits; use `sse-sqlx` or
+/// `sse-redis` to persist.
 ///
 /// ```
-/// use sse_core::{InMemoryStore, NewNotification, NotificationStore, EventId, Principal, Replay};
+/// use sse_core::{EventLog, InMemoryStore, NewNotification, NotificationStore, Principal, log::Replay};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sse_core::StoreError> {
 /// let store = InMemoryStore::new();
+/// let start = store.head().await?;
 /// let change = store.create(NewNotification::new("bob", "Hello")).await?;
-/// assert_eq!(change.id, EventId(1));
+/// assert_eq!(change.cursor, start.next());
 /// assert_eq!(store.unread_count(&"bob".into()).await?, 1);
-/// let Replay::Changes(missed) = store.since(&Principal::new("bob"), EventId(0), 100).await? else {
+/// let Replay::Events { events, .. } = store.since(&Principal::new("bob"), start, 100).await? else {
 ///     unreachable!()
 /// };
-/// assert_eq!(missed, vec![change]);
+/// assert_eq!(events, vec![change.event().clone()]);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -108,19 +46,16 @@ pub struct InMemoryStore {
 }
 
 struct Inner {
-    users: Sharded<UserId, UserLog>,
+    users: Sharded<UserId, Inbox>,
     next_notification: AtomicU64,
-    retention: Retention,
+    log: InMemoryLog,
+    policy: NotificationPolicy,
 }
 
 #[derive(Default)]
-struct UserLog {
+struct Inbox {
     notifications: BTreeMap<NotificationId, Notification>,
     unread: u64,
-    changes: VecDeque<Change>,
-    latest: u64,
-    /// Highest change id no longer kept (0 if none was dropped).
-    pruned_through: u64,
 }
 
 impl Default for InMemoryStore {
@@ -130,115 +65,114 @@ impl Default for InMemoryStore {
 }
 
 impl InMemoryStore {
-    /// An empty store with the default [`Retention`].
+    /// An empty store with a log of its own (default
+    /// [`Retention`](crate::Retention)) and the default policy.
     pub fn new() -> Self {
-        Self::with_retention(Retention::default())
+        Self::with_log(InMemoryLog::new())
     }
 
-    /// An empty store keeping `retention` worth of change history.
-    pub fn with_retention(retention: Retention) -> Self {
+    /// An empty store writing its changes through `log`.
+    pub fn with_log(log: InMemoryLog) -> Self {
+        Self::build(log, NotificationPolicy::default())
+    }
+
+    /// This store, checking new notifications against `policy` instead of
+    /// the default. Call it when building the store: it makes a new store
+    /// over the same log.
+    #[must_use]
+    pub fn policy(self, policy: NotificationPolicy) -> Self {
+        Self::build(self.inner.log.clone(), policy)
+    }
+
+    fn build(log: InMemoryLog, policy: NotificationPolicy) -> Self {
         Self {
             inner: Arc::new(Inner {
                 users: Sharded::new(),
                 next_notification: AtomicU64::new(1),
-                retention,
+                log,
+                policy,
             }),
         }
     }
 
-    /// Runs `op` on `user`'s log under its shard's lock, creating the log if needed.
-    fn with_log<T>(&self, user: &UserId, op: impl FnOnce(&mut UserLog) -> T) -> T {
-        let mut shard = self.inner.users.write(user);
-        let log = shard.entry(user.clone()).or_default();
-        op(log)
+    /// The log the store writes through.
+    pub fn log(&self) -> &InMemoryLog {
+        &self.inner.log
     }
 
-    /// Runs `op` on `user`'s log if it exists; unknown users are not
-    /// created by operations that can only fail or do nothing for them.
-    fn with_existing_log<T>(&self, user: &UserId, op: impl FnOnce(Option<&mut UserLog>) -> T) -> T {
-        op(self.inner.users.write(user).get_mut(user))
-    }
-
-    fn read_log<T>(&self, user: &UserId, op: impl FnOnce(Option<&UserLog>) -> T) -> T {
-        op(self.inner.users.read(user).get(user))
-    }
-}
-
-impl UserLog {
-    fn record(&mut self, user: &UserId, kind: ChangeKind, retention: &Retention) -> Change {
-        self.latest += 1;
-        let change = Change::new(
-            EventId(self.latest),
-            user.clone(),
-            kind,
-            self.unread,
-            Timestamp::now(),
-        );
-        self.changes.push_back(change.clone());
-        self.prune(retention, change.at);
-        change
-    }
-
-    fn prune(&mut self, retention: &Retention, now: Timestamp) {
-        while let Some(front) = self.changes.front() {
-            let over_count = retention
-                .max_changes
-                .is_some_and(|max| self.changes.len() > max);
-            let too_old = retention
-                .max_age
-                .is_some_and(|age| front.at.older_than(age, now));
-            if !(over_count || too_old) {
-                break;
-            }
-            self.pruned_through = front.id.get();
-            self.changes.pop_front();
-        }
+    /// Appends `kind` to `user`'s audience; called under the user's lock.
+    fn record(&self, user: &UserId, kind: ChangeKind, unread: u64) -> Result<Change, StoreError> {
+        let event = Change::encode(&kind, unread).map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let stored = self
+            .inner
+            .log
+            .append_now(&[(Audience::User(user.clone()), event)])?;
+        let event = stored
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Backend("the log stored nothing".into()))?;
+        Change::from_appended(user.clone(), kind, unread, Timestamp::now(), event)
+            .map_err(|e| StoreError::Backend(Box::new(e)))
     }
 }
 
 #[async_trait]
 impl NotificationStore for InMemoryStore {
     async fn create(&self, new: NewNotification) -> Result<Change, StoreError> {
-        new.validate()?;
+        new.validate_with(&self.inner.policy)?;
         let id = NotificationId(self.inner.next_notification.fetch_add(1, Ordering::Relaxed));
         let user = new.user.clone();
         let notification = Notification::from_new(id, new, Timestamp::now());
-        Ok(self.with_log(&user, |log| {
-            log.notifications.insert(id, notification.clone());
-            log.unread += 1;
-            log.record(
-                &user,
-                ChangeKind::Created { notification },
-                &self.inner.retention,
-            )
-        }))
+        let mut shard = self.inner.users.write(&user);
+        let inbox = shard.entry(user.clone()).or_default();
+        let unread = inbox.unread + 1;
+        let change = self.record(
+            &user,
+            ChangeKind::Created {
+                notification: notification.clone(),
+            },
+            unread,
+        )?;
+        inbox.notifications.insert(id, notification);
+        inbox.unread = unread;
+        Ok(change)
+    }
+
+    async fn create_many(&self, new: Vec<NewNotification>) -> Result<Vec<Change>, StoreError> {
+        // All or nothing: validate everything before storing anything.
+        for notification in &new {
+            notification.validate_with(&self.inner.policy)?;
+        }
+        let mut changes = Vec::with_capacity(new.len());
+        for notification in new {
+            changes.push(self.create(notification).await?);
+        }
+        Ok(changes)
     }
 
     async fn list(&self, user: &UserId, page: PageRequest) -> Result<Page, StoreError> {
-        Ok(self.read_log(user, |log| {
-            let Some(log) = log else {
-                return Page::new(Vec::new(), None);
-            };
-            let upper = page.before_id().unwrap_or(NotificationId(u64::MAX));
-            let mut items: Vec<Notification> = log
-                .notifications
-                .range(..upper)
-                .rev()
-                .take(page.limit() + 1)
-                .map(|(_, n)| n.clone())
-                .collect();
-            let next_before = if items.len() > page.limit() {
-                items.truncate(page.limit());
-                items.last().map(|n| n.id)
-            } else {
-                None
-            };
-            Page::new(items, next_before)
-        }))
+        let shard = self.inner.users.read(user);
+        let Some(inbox) = shard.get(user) else {
+            return Ok(Page::new(Vec::new(), None));
+        };
+        let upper = page.before_id().unwrap_or(NotificationId(u64::MAX));
+        let items: Vec<Notification> = inbox
+            .notifications
+            .range(..upper)
+            .rev()
+            .take(page.limit() + 1)
+            .map(|(_, n)| n.clone())
+            .collect();
+        Ok(Page::from_overfetch(items, page))
     }
 
     async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> {
-        Ok(self.read_log(user, |log| log.map_or(0, |log| log.unread)))
+        Ok(self
+            .inner
+            .users
+            .read(user)
+            .get(user)
+            .map_or(0, |inbox| inbox.unread))
     }
 
     async fn mark_read(
@@ -246,122 +180,114 @@ impl NotificationStore for InMemoryStore {
         user: &UserId,
         id: NotificationId,
     ) -> Result<Option<Change>, StoreError> {
-        self.with_existing_log(user, |log| {
-            let log = log.ok_or(StoreError::NotFound { id })?;
-            let notification = log
-                .notifications
-                .get_mut(&id)
-                .ok_or(StoreError::NotFound { id })?;
-            if notification.read {
-                return Ok(None);
-            }
+        let mut shard = self.inner.users.write(user);
+        let inbox = shard.get_mut(user).ok_or(StoreError::NotFound { id })?;
+        let notification = inbox
+            .notifications
+            .get(&id)
+            .ok_or(StoreError::NotFound { id })?;
+        if notification.read {
+            return Ok(None);
+        }
+        let unread = inbox.unread.saturating_sub(1);
+        let change = self.record(user, ChangeKind::Read { ids: vec![id] }, unread)?;
+        if let Some(notification) = inbox.notifications.get_mut(&id) {
             notification.read = true;
-            log.unread -= 1;
-            Ok(Some(log.record(
-                user,
-                ChangeKind::Read { ids: vec![id] },
-                &self.inner.retention,
-            )))
-        })
+        }
+        inbox.unread = unread;
+        Ok(Some(change))
     }
 
     async fn mark_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> {
-        Ok(self.with_existing_log(user, |log| {
-            let log = log?;
-            let ids: Vec<NotificationId> = log
-                .notifications
-                .values_mut()
-                .filter(|n| !n.read)
-                .map(|n| {
-                    n.read = true;
-                    n.id
-                })
-                .collect();
-            if ids.is_empty() {
-                return None;
+        let mut shard = self.inner.users.write(user);
+        let Some(inbox) = shard.get_mut(user) else {
+            return Ok(None);
+        };
+        let ids: Vec<NotificationId> = inbox
+            .notifications
+            .values()
+            .filter(|n| !n.read)
+            .map(|n| n.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let change = self.record(user, ChangeKind::Read { ids: ids.clone() }, 0)?;
+        for id in ids {
+            if let Some(notification) = inbox.notifications.get_mut(&id) {
+                notification.read = true;
             }
-            log.unread = 0;
-            Some(log.record(user, ChangeKind::Read { ids }, &self.inner.retention))
-        }))
+        }
+        inbox.unread = 0;
+        Ok(Some(change))
     }
 
     async fn delete(&self, user: &UserId, id: NotificationId) -> Result<Change, StoreError> {
-        self.with_existing_log(user, |log| {
-            let log = log.ok_or(StoreError::NotFound { id })?;
-            let removed = log
-                .notifications
-                .remove(&id)
-                .ok_or(StoreError::NotFound { id })?;
-            if !removed.read {
-                log.unread -= 1;
-            }
-            Ok(log.record(
-                user,
-                ChangeKind::Deleted { ids: vec![id] },
-                &self.inner.retention,
-            ))
-        })
+        let mut shard = self.inner.users.write(user);
+        let inbox = shard.get_mut(user).ok_or(StoreError::NotFound { id })?;
+        let was_unread = !inbox
+            .notifications
+            .get(&id)
+            .ok_or(StoreError::NotFound { id })?
+            .read;
+        let unread = inbox.unread - u64::from(was_unread);
+        let change = self.record(user, ChangeKind::Deleted { ids: vec![id] }, unread)?;
+        inbox.notifications.remove(&id);
+        inbox.unread = unread;
+        Ok(change)
     }
 
     async fn delete_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> {
-        Ok(self.with_existing_log(user, |log| {
-            let log = log?;
-            let ids: Vec<NotificationId> = log
-                .notifications
-                .values()
-                .filter(|n| n.read)
-                .map(|n| n.id)
-                .collect();
-            if ids.is_empty() {
-                return None;
-            }
-            for id in &ids {
-                log.notifications.remove(id);
-            }
-            Some(log.record(user, ChangeKind::Deleted { ids }, &self.inner.retention))
-        }))
+        let mut shard = self.inner.users.write(user);
+        let Some(inbox) = shard.get_mut(user) else {
+            return Ok(None);
+        };
+        let ids: Vec<NotificationId> = inbox
+            .notifications
+            .values()
+            .filter(|n| n.read)
+            .map(|n| n.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let change = self.record(user, ChangeKind::Deleted { ids: ids.clone() }, inbox.unread)?;
+        for id in &ids {
+            inbox.notifications.remove(id);
+        }
+        Ok(Some(change))
+    }
+}
+
+#[async_trait]
+impl EventLog for InMemoryStore {
+    async fn append(&self, events: &[(Audience, Event)]) -> Result<Vec<Event>, StoreError> {
+        self.inner.log.append(events).await
     }
 
     async fn since(
         &self,
         principal: &Principal,
-        after: EventId,
+        after: Cursor,
         limit: usize,
     ) -> Result<Replay, StoreError> {
-        let user = principal.user();
-        let mut shard = self.inner.users.write(user);
-        let Some(log) = shard.get_mut(user) else {
-            return Ok(if after.get() == 0 {
-                Replay::Changes(Vec::new())
-            } else {
-                Replay::HistoryGone { latest: None }
-            });
-        };
-        log.prune(&self.inner.retention, Timestamp::now());
-        let latest = (log.latest > 0).then_some(EventId(log.latest));
-        if after.get() > log.latest || after.get() < log.pruned_through {
-            return Ok(Replay::HistoryGone { latest });
-        }
-        // Ids in the log are consecutive, so the first wanted one sits at a
-        // known offset from the front.
-        let first_kept = log.pruned_through + 1;
-        let skip = usize::try_from(after.get() + 1 - first_kept).unwrap_or(usize::MAX);
-        Ok(Replay::Changes(
-            log.changes.iter().skip(skip).take(limit).cloned().collect(),
-        ))
+        self.inner.log.since(principal, after, limit).await
     }
 
-    async fn last_event_id(&self, principal: &Principal) -> Result<Option<EventId>, StoreError> {
-        Ok(self.read_log(principal.user(), |log| {
-            log.and_then(|log| (log.latest > 0).then_some(EventId(log.latest)))
-        }))
+    async fn read(&self, after: Cursor, limit: usize) -> Result<Vec<LogRecord>, StoreError> {
+        self.inner.log.read(after, limit).await
+    }
+
+    async fn head(&self) -> Result<Cursor, StoreError> {
+        self.inner.log.head().await
     }
 }
 
 impl std::fmt::Debug for InMemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InMemoryStore")
-            .field("retention", &self.inner.retention)
+            .field("log", &self.inner.log)
+            .field("policy", &self.inner.policy)
             .finish_non_exhaustive()
     }
 }

@@ -1,55 +1,111 @@
-//! [`NotificationStore`]: the durable side — notifications, unread counts
-//! and the per-recipient change log streams replay from.
+//! [`NotificationStore`]: the notification inbox — one schema on top of
+//! the [event log](crate::log).
+//!
+//! A store keeps each user's notifications, their read state and unread
+//! count, and writes every change (created, read, deleted) through the
+//! event log to the user's audience, so all of a user's tabs and devices
+//! stay in sync and a reconnecting one replays what it missed.
+//!
+//! You may not need it: an application that keeps its own notification
+//! table writes its rows as it always did and calls
+//! [`Notifier::publish`](crate::Notifier::publish) with the event its
+//! clients should see; see [mapping your existing schema](crate::guide).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{EventId, NotificationId, Principal, UserId};
+use crate::{NotificationId, UserId};
 
 mod memory;
 mod types;
 
-pub use memory::{InMemoryStore, Retention};
+pub use memory::InMemoryStore;
 pub use types::{
-    Change, ChangeKind, NOTIFICATION_EVENT, NewNotification, Notification, Page, PageRequest,
-    Replay, limits,
+    Change, ChangeKind, NOTIFICATION_EVENT, NewNotification, Notification, NotificationPolicy,
+    Page, PageRequest,
 };
 
 /// The error type stores wrap backend failures in.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Keeps each user's notifications and a change log to replay from.
+/// Keeps each user's notifications and writes their changes through the
+/// event log.
 ///
 /// # Contract
 ///
 /// - Every state change (create, mark read, mark all read, delete, delete
-///   all read) appends one [`Change`] to the recipient's log and returns it.
-///   An operation that changes nothing (marking a read notification read)
-///   returns `None` and logs nothing.
-/// - Change ids are **consecutive per recipient (`n`, `n + 1`, …), in the
-///   order changes become visible**: once `since` has returned a change
-///   with id `n`, no change with an id `<= n` appears later, and `n + 1` is
-///   the next one. Concurrent writers must not break this (for SQL: bump a
-///   per-recipient counter row in the same transaction, which locks it).
-///   Streams rely on it: when live delivery brings `n + 2` before `n + 1`
-///   (two writers published in the other order), they know `n + 1` exists
-///   and fetch it from the store, so no client misses or reorders a change.
-/// - `since(principal, after, limit)` returns the recipient's changes with
-///   ids above `after`, oldest first, at most `limit`. If any of those is no
-///   longer kept (retention), or `after` is above the newest id (the client
-///   holds an id from another history, such as before a restart of an
-///   in-memory store), it returns [`Replay::HistoryGone`] instead.
+///   all read) appends one [`Change`] event to the recipient's
+///   [`Audience::User`](crate::Audience::User) in the store's event log,
+///   atomically with the change itself, and returns it. An operation that
+///   changes nothing (marking a read notification read) returns `None` and
+///   appends nothing.
+/// - A recipient's changes are appended in the order they are applied, so
+///   their positions order them.
+/// - `create` validates with the store's [`NotificationPolicy`];
+///   `create_many` stores a batch in one transaction where the backend has
+///   them, all or nothing.
 /// - A user's operations never see or touch another user's notifications:
 ///   ids of someone else's notifications answer [`StoreError::NotFound`].
+/// - The unread count is kept, never counted by scanning a user's history.
 ///
 /// `sse-conformance`'s `store::run` checks all of this against any
-/// implementation.
+/// implementation (and `log::run` the log it writes through).
+///
+/// Implementing it: the trait is `#[async_trait]`, re-exported by this
+/// crate (`use sse_core::async_trait`). Apps that keep their own
+/// notification table need not implement it at all: they write their rows
+/// and [`Notifier::publish`](crate::Notifier::publish) the events (see
+/// [`crate::guide`]). A store that wraps another, refusing notifications
+/// to a blocked user:
+///
+/// ```
+/// use sse_core::{
+///     async_trait, Change, InMemoryStore, NewNotification, NotificationId, NotificationStore,
+///     Page, PageRequest, StoreError, UserId,
+/// };
+///
+/// struct Blocking { inner: InMemoryStore, blocked: UserId }
+///
+/// #[async_trait]
+/// impl NotificationStore for Blocking {
+///     async fn create(&self, new: NewNotification) -> Result<Change, StoreError> {
+///         if new.user == self.blocked {
+///             return Err(StoreError::Invalid { field: "user", reason: "this user is blocked".into() });
+///         }
+///         self.inner.create(new).await
+///     }
+///     async fn list(&self, user: &UserId, page: PageRequest) -> Result<Page, StoreError> { self.inner.list(user, page).await }
+///     async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> { self.inner.unread_count(user).await }
+///     async fn mark_read(&self, user: &UserId, id: NotificationId) -> Result<Option<Change>, StoreError> { self.inner.mark_read(user, id).await }
+///     async fn mark_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> { self.inner.mark_all_read(user).await }
+///     async fn delete(&self, user: &UserId, id: NotificationId) -> Result<Change, StoreError> { self.inner.delete(user, id).await }
+///     async fn delete_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> { self.inner.delete_all_read(user).await }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let store = Blocking { inner: InMemoryStore::new(), blocked: "mallory".into() };
+/// assert!(store.create(NewNotification::new("mallory", "hi")).await.is_err());
+/// store.create(NewNotification::new("ada", "hi")).await.unwrap();
+/// assert_eq!(store.unread_count(&"ada".into()).await.unwrap(), 1);
+/// # }
+/// ```
 #[async_trait]
 pub trait NotificationStore: Send + Sync + 'static {
-    /// Validates ([`NewNotification::validate`]) and stores a notification,
-    /// recording a `created` change.
+    /// Validates and stores a notification, recording a `created` change.
     async fn create(&self, new: NewNotification) -> Result<Change, StoreError>;
+
+    /// Stores many notifications at once (recipients may differ), each
+    /// recording its `created` change, all or nothing. Backends with
+    /// transactions store a batch in one; the default creates them one by
+    /// one.
+    async fn create_many(&self, new: Vec<NewNotification>) -> Result<Vec<Change>, StoreError> {
+        let mut changes = Vec::with_capacity(new.len());
+        for notification in new {
+            changes.push(self.create(notification).await?);
+        }
+        Ok(changes)
+    }
 
     /// A page of `user`'s notifications, newest first.
     async fn list(&self, user: &UserId, page: PageRequest) -> Result<Page, StoreError>;
@@ -74,17 +130,6 @@ pub trait NotificationStore: Send + Sync + 'static {
 
     /// Deletes every read notification; `None` if there were none.
     async fn delete_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError>;
-
-    /// The principal's changes after `after`, for replay; see the contract.
-    async fn since(
-        &self,
-        principal: &Principal,
-        after: EventId,
-        limit: usize,
-    ) -> Result<Replay, StoreError>;
-
-    /// The principal's newest change id, if any.
-    async fn last_event_id(&self, principal: &Principal) -> Result<Option<EventId>, StoreError>;
 }
 
 macro_rules! forward_store {
@@ -93,6 +138,9 @@ macro_rules! forward_store {
         impl<S: NotificationStore + ?Sized> NotificationStore for $ty {
             async fn create(&self, new: NewNotification) -> Result<Change, StoreError> {
                 (**self).create(new).await
+            }
+            async fn create_many(&self, new: Vec<NewNotification>) -> Result<Vec<Change>, StoreError> {
+                (**self).create_many(new).await
             }
             async fn list(&self, user: &UserId, page: PageRequest) -> Result<Page, StoreError> {
                 (**self).list(user, page).await
@@ -112,19 +160,13 @@ macro_rules! forward_store {
             async fn delete_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> {
                 (**self).delete_all_read(user).await
             }
-            async fn since(&self, principal: &Principal, after: EventId, limit: usize) -> Result<Replay, StoreError> {
-                (**self).since(principal, after, limit).await
-            }
-            async fn last_event_id(&self, principal: &Principal) -> Result<Option<EventId>, StoreError> {
-                (**self).last_event_id(principal).await
-            }
         }
     )*};
 }
 
 forward_store!(Arc<S>, Box<S>);
 
-/// Why a store operation failed.
+/// Why an operation of a store or an event log failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -143,9 +185,9 @@ pub enum StoreError {
         reason: String,
     },
     /// The backend cannot be reached (down, timed out, pool exhausted).
-    #[error("the notification store is unavailable: {0}; retry later")]
+    #[error("the store is unavailable: {0}; retry later")]
     Unavailable(#[source] BoxError),
     /// The backend answered with something this store cannot use.
-    #[error("the notification store failed: {0}")]
+    #[error("the store failed: {0}")]
     Backend(#[source] BoxError),
 }

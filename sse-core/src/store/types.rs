@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::{Event, EventError, EventId, NotificationId, Timestamp, UserId};
+use crate::{Cursor, Event, EventError, NotificationId, Timestamp, UserId};
 
 /// The SSE event name stores' changes are sent under.
 pub const NOTIFICATION_EVENT: &str = "notification";
@@ -12,9 +12,11 @@ pub const NOTIFICATION_EVENT: &str = "notification";
 /// let new = NewNotification::new("bob", "Build finished")
 ///     .message("main is green")
 ///     .kind("ci")
-///     .action_url("/builds/42");
+///     .action_url("/builds/42")
+///     .data(serde_json::json!({"build": 42, "branch": "main"}));
 /// assert!(new.validate().is_ok());
 /// assert!(NewNotification::new("bob", "x").action_url("javascript:alert(1)").validate().is_err());
+/// assert!(NewNotification::new("bob", "x").action_url("/\\evil.example").validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,24 +36,113 @@ pub struct NewNotification {
     /// `http(s)://` URL, up to 2,048 characters.
     #[serde(default)]
     pub action_url: Option<String>,
+    /// Any JSON the application attaches (ids, amounts, links to render),
+    /// delivered as JSON (never as an escaped string) in the list and in
+    /// stream events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 fn default_kind() -> String {
     "info".to_owned()
 }
 
-/// Limits [`NewNotification::validate`] enforces.
-pub mod limits {
-    /// Longest user id, in bytes.
-    pub const USER_MAX: usize = 128;
-    /// Longest title, in characters.
-    pub const TITLE_MAX: usize = 200;
-    /// Longest message, in characters.
-    pub const MESSAGE_MAX: usize = 2_000;
-    /// Longest kind, in characters.
-    pub const KIND_MAX: usize = 64;
-    /// Longest action URL, in bytes.
-    pub const ACTION_URL_MAX: usize = 2_048;
+/// The limits stores check new notifications against; the defaults are
+/// those of the demo app, and every one can be changed (give the store a
+/// policy: `InMemoryStore::with_policy`, `sse-sqlx`'s and `sse-redis`'s
+/// builders). What makes a notification unsafe to render (control
+/// characters in one-line fields, `javascript:` or off-site action URLs)
+/// is refused whatever the policy.
+///
+/// ```
+/// use sse_core::{NewNotification, NotificationPolicy};
+/// let relaxed = NotificationPolicy::default().require_title(false).max_message_chars(20_000);
+/// let untitled = NewNotification::new("bob", "").message("x".repeat(10_000));
+/// assert!(untitled.validate().is_err());
+/// assert!(untitled.validate_with(&relaxed).is_ok());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NotificationPolicy {
+    /// Longest user id, in bytes (128).
+    pub max_user_bytes: usize,
+    /// Whether a title is required (yes).
+    pub require_title: bool,
+    /// Longest title, in characters (200).
+    pub max_title_chars: usize,
+    /// Longest message, in characters (2,000).
+    pub max_message_chars: usize,
+    /// Longest kind, in characters (64).
+    pub max_kind_chars: usize,
+    /// Longest action URL, in bytes (2,048).
+    pub max_action_url_bytes: usize,
+    /// Largest `data`, as JSON, in bytes (16 KiB).
+    pub max_data_bytes: usize,
+}
+
+impl Default for NotificationPolicy {
+    fn default() -> Self {
+        Self {
+            max_user_bytes: 128,
+            require_title: true,
+            max_title_chars: 200,
+            max_message_chars: 2_000,
+            max_kind_chars: 64,
+            max_action_url_bytes: 2_048,
+            max_data_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl NotificationPolicy {
+    /// Sets whether a title is required.
+    #[must_use]
+    pub fn require_title(mut self, required: bool) -> Self {
+        self.require_title = required;
+        self
+    }
+
+    /// Sets the longest title, in characters.
+    #[must_use]
+    pub fn max_title_chars(mut self, max: usize) -> Self {
+        self.max_title_chars = max;
+        self
+    }
+
+    /// Sets the longest message, in characters.
+    #[must_use]
+    pub fn max_message_chars(mut self, max: usize) -> Self {
+        self.max_message_chars = max;
+        self
+    }
+
+    /// Sets the longest kind, in characters.
+    #[must_use]
+    pub fn max_kind_chars(mut self, max: usize) -> Self {
+        self.max_kind_chars = max;
+        self
+    }
+
+    /// Sets the longest action URL, in bytes.
+    #[must_use]
+    pub fn max_action_url_bytes(mut self, max: usize) -> Self {
+        self.max_action_url_bytes = max;
+        self
+    }
+
+    /// Sets the largest `data`, as JSON, in bytes.
+    #[must_use]
+    pub fn max_data_bytes(mut self, max: usize) -> Self {
+        self.max_data_bytes = max;
+        self
+    }
+
+    /// Sets the longest user id, in bytes.
+    #[must_use]
+    pub fn max_user_bytes(mut self, max: usize) -> Self {
+        self.max_user_bytes = max;
+        self
+    }
 }
 
 impl NewNotification {
@@ -64,7 +155,15 @@ impl NewNotification {
             message: String::new(),
             kind: default_kind(),
             action_url: None,
+            data: None,
         }
+    }
+
+    /// Attaches JSON data.
+    #[must_use]
+    pub fn data(mut self, data: serde_json::Value) -> Self {
+        self.data = Some(data);
+        self
     }
 
     /// Sets the message.
@@ -88,64 +187,89 @@ impl NewNotification {
         self
     }
 
-    /// Checks every field; stores call this in `create`.
+    /// Checks every field against the default [`NotificationPolicy`].
+    pub fn validate(&self) -> Result<(), super::StoreError> {
+        self.validate_with(&NotificationPolicy::default())
+    }
+
+    /// Checks every field against `policy`; stores call this in `create`.
     ///
     /// The action URL must be a path or an `http(s)` URL so that a page
-    /// rendering it as a link cannot be made to run `javascript:`.
-    pub fn validate(&self) -> Result<(), super::StoreError> {
+    /// rendering it as a link cannot be made to run `javascript:` or leave
+    /// the site through `//host` or `/\host`, whatever the policy.
+    pub fn validate_with(&self, policy: &NotificationPolicy) -> Result<(), super::StoreError> {
         use super::StoreError::Invalid;
         let user = self.user.as_str();
-        if user.is_empty() || user.len() > limits::USER_MAX || user.chars().any(char::is_control) {
+        if user.is_empty()
+            || user.len() > policy.max_user_bytes
+            || user.chars().any(char::is_control)
+        {
             return Err(Invalid {
                 field: "user",
                 reason: format!(
                     "must be 1 to {} bytes without control characters",
-                    limits::USER_MAX
+                    policy.max_user_bytes
                 ),
             });
         }
         let title_len = self.title.chars().count();
-        if self.title.trim().is_empty()
-            || title_len > limits::TITLE_MAX
+        if (policy.require_title && self.title.trim().is_empty())
+            || title_len > policy.max_title_chars
             || self.title.chars().any(char::is_control)
         {
             return Err(Invalid {
                 field: "title",
-                reason: format!("must be 1 to {} characters on one line", limits::TITLE_MAX),
+                reason: format!(
+                    "must be {} to {} characters on one line",
+                    u8::from(policy.require_title),
+                    policy.max_title_chars
+                ),
             });
         }
-        if self.message.chars().count() > limits::MESSAGE_MAX {
+        if self.message.chars().count() > policy.max_message_chars {
             return Err(Invalid {
                 field: "message",
-                reason: format!("must be at most {} characters", limits::MESSAGE_MAX),
+                reason: format!("must be at most {} characters", policy.max_message_chars),
             });
         }
         if self.kind.is_empty()
-            || self.kind.chars().count() > limits::KIND_MAX
+            || self.kind.chars().count() > policy.max_kind_chars
             || self.kind.chars().any(char::is_control)
         {
             return Err(Invalid {
                 field: "kind",
                 reason: format!(
                     "must be 1 to {} characters without control characters",
-                    limits::KIND_MAX
+                    policy.max_kind_chars
                 ),
             });
         }
         if let Some(url) = &self.action_url {
+            // Browsers read `\` as `/` in http(s) URLs, so `/\evil.example`
+            // is the off-site `//evil.example`: no backslash anywhere.
             let safe_scheme = url.starts_with("https://")
                 || url.starts_with("http://")
                 || (url.starts_with('/') && !url.starts_with("//"));
             if !safe_scheme
-                || url.len() > limits::ACTION_URL_MAX
+                || url.contains('\\')
+                || url.len() > policy.max_action_url_bytes
                 || url.chars().any(|c| c.is_control() || c.is_whitespace())
             {
                 return Err(Invalid {
                     field: "actionUrl",
                     reason: format!(
-                        "must be a path starting with `/` or an http(s) URL, at most {} bytes, without spaces",
-                        limits::ACTION_URL_MAX
+                        "must be a path starting with `/` (not `//`) or an http(s) URL, at most {} bytes, without spaces or backslashes",
+                        policy.max_action_url_bytes
                     ),
+                });
+            }
+        }
+        if let Some(data) = &self.data {
+            let size = serde_json::to_vec(data).map_or(usize::MAX, |json| json.len());
+            if size > policy.max_data_bytes {
+                return Err(Invalid {
+                    field: "data",
+                    reason: format!("must be at most {} bytes of JSON", policy.max_data_bytes),
                 });
             }
         }
@@ -170,6 +294,9 @@ pub struct Notification {
     pub kind: String,
     /// Where clicking it leads.
     pub action_url: Option<String>,
+    /// The application's JSON data, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
     /// Whether the recipient has read it.
     pub read: bool,
     /// When it was created.
@@ -187,6 +314,7 @@ impl Notification {
             message: new.message,
             kind: new.kind,
             action_url: new.action_url,
+            data: new.data,
             read: false,
             created_at,
         }
@@ -215,28 +343,28 @@ pub enum ChangeKind {
     },
 }
 
-/// One entry of a recipient's change log: what a stream sends and replays.
+/// One change to a recipient's notifications, as written through the
+/// event log: what a stream sends and replays.
 ///
-/// Its wire form (see [`Change::to_event`]) is an event named
-/// `notification` with the change id as `id:` and JSON data such as
+/// Its wire form ([`Change::event`]) is an event named `notification`
+/// whose `id:` is its [`Cursor`] and whose JSON data is such as
 /// `{"type":"created","notification":{..},"unreadCount":3}`,
 /// `{"type":"read","ids":[1,2],"unreadCount":0}` or
 /// `{"type":"deleted","ids":[4],"unreadCount":0}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Change {
-    /// Consecutive per recipient, in the order changes become visible.
-    pub id: EventId,
+    /// Its position in the event log.
+    pub cursor: Cursor,
     /// The recipient.
     pub user: UserId,
     /// What changed.
-    #[serde(flatten)]
     pub kind: ChangeKind,
     /// The recipient's unread count after this change.
     pub unread_count: u64,
     /// When the change was made.
     pub at: Timestamp,
+    event: Event,
 }
 
 #[derive(Serialize)]
@@ -248,47 +376,51 @@ struct Payload<'a> {
 }
 
 impl Change {
-    /// A change record. For store implementations.
-    pub fn new(
-        id: EventId,
+    /// The event to append to the log for a change (it has no id yet).
+    /// For store implementations.
+    ///
+    /// ```
+    /// use sse_core::{Change, ChangeKind, NotificationId};
+    /// let event = Change::encode(&ChangeKind::Read { ids: vec![NotificationId(9)] }, 0)?;
+    /// assert_eq!(
+    ///     &event.frame()[..],
+    ///     b"event: notification\ndata: {\"type\":\"read\",\"ids\":[9],\"unreadCount\":0}\n\n"
+    /// );
+    /// # Ok::<(), sse_core::EventError>(())
+    /// ```
+    pub fn encode(kind: &ChangeKind, unread_count: u64) -> Result<Event, EventError> {
+        Event::builder()
+            .event(NOTIFICATION_EVENT)
+            .json_data(&Payload { kind, unread_count })
+            .build()
+    }
+
+    /// The change, from the event the log returned for it. For store
+    /// implementations.
+    pub fn from_appended(
         user: UserId,
         kind: ChangeKind,
         unread_count: u64,
         at: Timestamp,
-    ) -> Self {
-        Self {
-            id,
+        event: Event,
+    ) -> Result<Self, EventError> {
+        let cursor = event.cursor().ok_or(EventError::InvalidFrame(
+            "a stored change has no cursor as its id",
+        ))?;
+        Ok(Self {
+            cursor,
             user,
             kind,
             unread_count,
             at,
-        }
+            event,
+        })
     }
 
-    /// Encodes the change as the SSE event streams send.
-    ///
-    /// ```
-    /// use sse_core::{Change, ChangeKind, EventId, NotificationId, Timestamp};
-    /// let change = Change::new(
-    ///     EventId(5), "bob".into(),
-    ///     ChangeKind::Read { ids: vec![NotificationId(9)] },
-    ///     0, Timestamp::from_millis(0),
-    /// );
-    /// assert_eq!(
-    ///     &change.to_event()?.frame()[..],
-    ///     b"id: 5\nevent: notification\ndata: {\"type\":\"read\",\"ids\":[9],\"unreadCount\":0}\n\n"
-    /// );
-    /// # Ok::<(), sse_core::EventError>(())
-    /// ```
-    pub fn to_event(&self) -> Result<Event, EventError> {
-        Event::builder()
-            .id(self.id.to_string())
-            .event(NOTIFICATION_EVENT)
-            .json_data(&Payload {
-                kind: &self.kind,
-                unread_count: self.unread_count,
-            })
-            .build()
+    /// The event streams send and replay: its `id:` is the change's
+    /// cursor, its bytes exactly what the log stored.
+    pub fn event(&self) -> &Event {
+        &self.event
     }
 }
 
@@ -354,18 +486,26 @@ impl Page {
     pub fn new(items: Vec<Notification>, next_before: Option<NotificationId>) -> Self {
         Self { items, next_before }
     }
-}
 
-/// The answer to [`NotificationStore::since`](super::NotificationStore::since).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Replay {
-    /// The changes after the given id, oldest first.
-    Changes(Vec<Change>),
-    /// Some changes after the given id are no longer kept (or the id does not
-    /// come from this store's history): the client must refetch its state.
-    /// `latest` is the newest change id, to resume from after refetching.
-    HistoryGone {
-        /// The newest change id of the recipient, if any.
-        latest: Option<EventId>,
-    },
+    /// The page from up to `request.limit() + 1` notifications, newest
+    /// first: stores fetch one more than the page holds, and that extra one
+    /// tells whether there is a next page.
+    ///
+    /// ```
+    /// use sse_core::{Notification, NotificationId, NewNotification, Page, PageRequest, Timestamp};
+    /// let n = |id| Notification::from_new(NotificationId(id), NewNotification::new("u", "t"), Timestamp::from_millis(0));
+    /// let page = Page::from_overfetch(vec![n(9), n(8), n(7)], PageRequest::first(2));
+    /// assert_eq!(page.items.len(), 2);
+    /// assert_eq!(page.next_before, Some(NotificationId(8)));
+    /// assert_eq!(Page::from_overfetch(vec![n(9)], PageRequest::first(2)).next_before, None);
+    /// ```
+    pub fn from_overfetch(mut items: Vec<Notification>, request: PageRequest) -> Self {
+        let next_before = if items.len() > request.limit() {
+            items.truncate(request.limit());
+            items.last().map(|n| n.id)
+        } else {
+            None
+        };
+        Self { items, next_before }
+    }
 }

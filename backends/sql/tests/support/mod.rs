@@ -29,3 +29,29 @@ pub fn sqlite_file(name: &str) -> PathBuf {
 pub fn sqlite_url(name: &str) -> String {
     format!("sqlite://{}", sqlite_file(name).display())
 }
+
+/// A fresh, empty PostgreSQL database named after `name` (dropped and
+/// created again on each call), for tests that need their own schema.
+pub async fn fresh_postgres_url(name: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let admin = postgres_url();
+    let database = format!("sse_test_{name}");
+    let pool = sqlx::AnyPool::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    match admin.rfind('/') {
+        Some(slash) => format!("{}/{database}", &admin[..slash]),
+        None => panic!("DATABASE_URL has no database name: {admin}"),
+    }
+}

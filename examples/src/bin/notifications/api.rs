@@ -2,16 +2,18 @@
 //! answers errors as `{"error": …, "field": …}` with the status
 //! `sse_tower::ApiError` gives them.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sse_axum::{ApiError, Authenticated, Notify, SseService};
+use sse_axum::{ApiError, Authenticated, Json, Notify, SseService};
 use sse_core::{
-    Audience, NewNotification, NotificationId, NotifyError, PageRequest, StoreError, UserId,
+    Audience, Event, NewNotification, NotificationId, NotificationStore, Notifier, NotifyError,
+    PageRequest, Principal, StoreError, Timestamp, UserId,
 };
 
+use crate::config::Metrics;
 use crate::sessions::Sessions;
 
 pub(crate) const COOKIE: &str = "sid";
@@ -35,48 +37,29 @@ macro_rules! app_error_from {
     )*};
 }
 
-app_error_from!(ApiError, StoreError, NotifyError, sse_core::AuthRejection);
+app_error_from!(
+    ApiError,
+    StoreError,
+    NotifyError,
+    sse_core::HubError,
+    sse_core::AuthRejection
+);
 
-fn bad_request(message: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, message.to_string())
-}
-
-impl From<JsonRejection> for AppError {
-    fn from(rejection: JsonRejection) -> Self {
-        let status = rejection.status();
-        let message = match rejection {
-            JsonRejection::MissingJsonContentType(_) => {
-                "send a JSON body with content-type: application/json".to_owned()
-            }
-            other if status == StatusCode::PAYLOAD_TOO_LARGE => {
-                format!("the body is too large: {other}")
-            }
-            other => format!("the body is not the expected JSON: {}", other.body_text()),
-        };
-        Self(ApiError::new(status, message))
+impl From<sse_axum::Error> for AppError {
+    fn from(error: sse_axum::Error) -> Self {
+        Self(error.0)
     }
 }
 
 impl From<QueryRejection> for AppError {
     fn from(rejection: QueryRejection) -> Self {
-        Self(bad_request(rejection.body_text()))
+        Self(ApiError::bad_request(rejection.body_text()))
     }
 }
 
 impl From<PathRejection> for AppError {
     fn from(rejection: PathRejection) -> Self {
-        Self(ApiError::new(StatusCode::NOT_FOUND, rejection.body_text()))
-    }
-}
-
-/// `axum::Json`, with rejections as JSON errors.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(AppError))]
-pub(crate) struct AppJson<T>(pub T);
-
-impl<T: serde::Serialize> IntoResponse for AppJson<T> {
-    fn into_response(self) -> Response {
-        axum::Json(self.0).into_response()
+        Self(ApiError::not_found(rejection.body_text()))
     }
 }
 
@@ -89,6 +72,18 @@ pub(crate) struct AppQuery<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(Path), rejection(AppError))]
 pub(crate) struct AppPath<T>(pub T);
+
+/// The notifier's inbox (every store of this app has one).
+fn inbox(notifier: &Notifier) -> Result<&std::sync::Arc<dyn NotificationStore>, AppError> {
+    notifier
+        .inbox()
+        .ok_or_else(|| AppError(NotifyError::NoInbox.into()))
+}
+
+/// Demo user and organization names: `[a-z0-9_-]{1,64}`.
+pub(crate) fn valid_name(name: &str) -> bool {
+    valid_user(name)
+}
 
 /// Demo user names: `[a-z0-9_-]{1,64}`.
 pub(crate) fn valid_user(name: &str) -> bool {
@@ -108,45 +103,94 @@ fn invalid_user() -> ApiError {
 #[derive(Deserialize)]
 pub(crate) struct Login {
     user: String,
+    /// The organization the session belongs to: its principal is in this
+    /// group, so it receives (and replays) the org's announcements.
+    #[serde(default)]
+    org: Option<String>,
 }
 
 pub(crate) async fn login(
     State(sessions): State<Sessions>,
-    AppJson(login): AppJson<Login>,
+    Json(login): Json<Login>,
 ) -> Result<Response, AppError> {
     if !valid_user(&login.user) {
         return Err(invalid_user().into());
     }
-    let sid = sessions.create(&UserId::from(login.user)).await?;
+    let mut principal = Principal::new(login.user);
+    if let Some(org) = login.org.filter(|org| !org.is_empty()) {
+        if !valid_name(&org) {
+            return Err(ApiError::invalid(
+                "org",
+                "org must be 1 to 64 characters of a-z, 0-9, _ and -",
+            )
+            .into());
+        }
+        principal = principal.with_groups([org]);
+    }
+    let sid = sessions.create(principal).await?;
     let cookie = format!("{COOKIE}={sid}; HttpOnly; SameSite=Lax; Path=/");
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
 pub(crate) async fn logout(
     State(sessions): State<Sessions>,
-    Authenticated(principal): Authenticated,
+    Authenticated(_principal): Authenticated,
     Notify(notifier): Notify,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    if let Some(session) = principal.session() {
-        sessions.remove(session.as_str()).await?;
-        // The session's open streams end on every node; their reconnect gets 401.
-        notifier
-            .disconnect(&Audience::Session(session.clone()))
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "ending the logged-out session's streams failed");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "logged out, but open streams could not be told",
-                )
-            })?;
+    let credential = sse_core::auth::cookie_value(&headers, COOKIE).map(str::to_owned);
+    if let Some(credential) = credential {
+        let removed = sessions.remove(&credential).await?;
+        if let Some(session) = removed.as_ref().and_then(|p| p.session()) {
+            // The session's open streams end on every node; their
+            // reconnect gets 401.
+            notifier
+                .disconnect(&Audience::Session(session.clone()))
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "ending the logged-out session's streams failed");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "logged out, but open streams could not be told",
+                    )
+                })?;
+        }
     }
     let expired = HeaderValue::from_static("sid=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, expired)]).into_response())
 }
 
-pub(crate) async fn session(Authenticated(principal): Authenticated) -> AppJson<serde_json::Value> {
-    AppJson(serde_json::json!({ "user": principal.user() }))
+pub(crate) async fn session(Authenticated(principal): Authenticated) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "user": principal.user(),
+        "org": principal.groups().first(),
+    }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PresenceQuery {
+    user: String,
+}
+
+/// `GET /api/presence?user=NAME`: whether `NAME` has a stream open, on any
+/// node, and how many.
+pub(crate) async fn presence(
+    Authenticated(_principal): Authenticated,
+    Notify(notifier): Notify,
+    AppQuery(query): AppQuery<PresenceQuery>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    if !valid_name(&query.user) {
+        return Err(invalid_user().into());
+    }
+    let presence = notifier
+        .hub()
+        .presence(&Audience::user(query.user.as_str()))
+        .await?;
+    Ok(Json(serde_json::json!({
+        "user": query.user,
+        "online": presence.is_online(),
+        "streams": presence.streams,
+    })))
 }
 
 #[derive(Deserialize)]
@@ -159,13 +203,13 @@ pub(crate) async fn list(
     Authenticated(principal): Authenticated,
     Notify(notifier): Notify,
     AppQuery(query): AppQuery<ListQuery>,
-) -> Result<AppJson<serde_json::Value>, AppError> {
+) -> Result<Json<serde_json::Value>, AppError> {
     let mut page = PageRequest::first(query.limit.unwrap_or(20));
     if let Some(before) = query.before {
         page = page.before(NotificationId(before));
     }
-    let page = notifier.store().list(principal.user(), page).await?;
-    Ok(AppJson(
+    let page = inbox(&notifier)?.list(principal.user(), page).await?;
+    Ok(Json(
         serde_json::json!({ "items": page.items, "nextBefore": page.next_before }),
     ))
 }
@@ -173,9 +217,9 @@ pub(crate) async fn list(
 pub(crate) async fn unread_count(
     Authenticated(principal): Authenticated,
     Notify(notifier): Notify,
-) -> Result<AppJson<serde_json::Value>, AppError> {
-    let count = notifier.store().unread_count(principal.user()).await?;
-    Ok(AppJson(serde_json::json!({ "count": count })))
+) -> Result<Json<serde_json::Value>, AppError> {
+    let count = inbox(&notifier)?.unread_count(principal.user()).await?;
+    Ok(Json(serde_json::json!({ "count": count })))
 }
 
 #[derive(Deserialize)]
@@ -189,13 +233,16 @@ pub(crate) struct Create {
     kind: Option<String>,
     #[serde(default)]
     action_url: Option<String>,
+    /// Any JSON object the sender attaches; returned as `data`.
+    #[serde(default)]
+    data: Option<serde_json::Value>,
 }
 
 /// Any logged-in user may notify any user.
 pub(crate) async fn create(
     Authenticated(_sender): Authenticated,
     Notify(notifier): Notify,
-    AppJson(create): AppJson<Create>,
+    Json(create): Json<Create>,
 ) -> Result<Response, AppError> {
     if !valid_user(&create.user) {
         return Err(invalid_user().into());
@@ -207,10 +254,19 @@ pub(crate) async fn create(
     if let Some(url) = create.action_url.filter(|url| !url.is_empty()) {
         new = new.action_url(url);
     }
+    match create.data {
+        None | Some(serde_json::Value::Null) => {}
+        Some(data @ serde_json::Value::Object(_)) => new = new.data(data),
+        Some(_) => return Err(ApiError::invalid("data", "data must be a JSON object").into()),
+    }
     let notification = match notifier.notify(new).await {
         Ok(notification) => notification,
         // Stored: clients get it when their stream reconnects and replays.
-        Err(NotifyError::Publish { change, source }) => match change.kind {
+        Err(NotifyError::Publish {
+            change: Some(change),
+            source,
+            ..
+        }) => match change.kind {
             sse_core::ChangeKind::Created { notification } => {
                 tracing::warn!(error = %source, "stored, but live delivery failed");
                 notification
@@ -223,7 +279,7 @@ pub(crate) async fn create(
         },
         Err(error) => return Err(error.into()),
     };
-    Ok((StatusCode::CREATED, AppJson(notification)).into_response())
+    Ok((StatusCode::CREATED, Json(notification)).into_response())
 }
 
 pub(crate) async fn mark_read(
@@ -278,20 +334,47 @@ pub(crate) async fn delete_read(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) async fn metrics(State(sse): State<SseService>) -> impl IntoResponse {
-    (
+/// Prometheus text, as `--metrics` allows.
+pub(crate) async fn metrics(
+    State(sse): State<SseService>,
+    State(prometheus): State<metrics_exporter_prometheus::PrometheusHandle>,
+    State(access): State<Metrics>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    match &access {
+        Metrics::Open => {}
+        Metrics::Off => return Err(ApiError::not_found("metrics are off (--metrics)").into()),
+        Metrics::Bearer(token) => {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if presented != Some(token.as_str()) {
+                return Err(ApiError::unauthorized(
+                    "metrics need Authorization: Bearer <the --metrics token>",
+                )
+                .into());
+            }
+        }
+    }
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        sse.metrics().to_prometheus(),
+        {
+            // The snapshot brings the hub's counters up to date in the
+            // recorder; the exporter renders everything recorded.
+            let _ = sse.metrics();
+            prometheus.render()
+        },
     )
+        .into_response())
 }
 
 /// Healthy when the store answers.
 pub(crate) async fn healthz(State(sse): State<SseService>) -> Result<&'static str, AppError> {
-    sse.notifier()
-        .store()
+    inbox(sse.notifier())?
         .unread_count(&UserId::from("__healthz__"))
         .await
         .map_err(|error| match error {
@@ -301,4 +384,78 @@ pub(crate) async fn healthz(State(sse): State<SseService>) -> Result<&'static st
             other => ApiError::from(other),
         })?;
     Ok("ok\n")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Announce {
+    title: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// An announcement, as stored in the org's history and sent to its
+/// members.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Announcement {
+    id: String,
+    org: String,
+    title: String,
+    message: String,
+    created_at: Timestamp,
+    from: UserId,
+}
+
+/// `POST /api/announcements`: a durable event to the sender's org. Every
+/// member receives it live; a member who was offline replays it from the
+/// org's history with `Last-Event-ID`; other orgs never see it.
+pub(crate) async fn announce(
+    Authenticated(principal): Authenticated,
+    Notify(notifier): Notify,
+    Json(announce): Json<Announce>,
+) -> Result<Response, AppError> {
+    let Some(org) = principal.groups().first() else {
+        return Err(
+            ApiError::forbidden("only members of an org can announce: log in with an org").into(),
+        );
+    };
+    let title = announce.title.trim();
+    if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
+        return Err(ApiError::invalid("title", "must be 1 to 200 characters on one line").into());
+    }
+    if announce.message.chars().count() > 2_000 {
+        return Err(ApiError::invalid("message", "must be at most 2000 characters").into());
+    }
+    let announcement = Announcement {
+        id: random_id(),
+        org: org.to_string(),
+        title: title.to_owned(),
+        message: announce.message,
+        created_at: Timestamp::now(),
+        from: principal.user().clone(),
+    };
+    let event = Event::builder()
+        .event("announcement")
+        .json_data(&announcement)
+        .build()
+        .map_err(ApiError::from)?;
+    match notifier
+        .publish(&Audience::Group(org.clone()), &event)
+        .await
+    {
+        // Stored: members get it when their stream reconnects and replays.
+        Ok(_) | Err(NotifyError::Publish { .. }) => {}
+        Err(error) => return Err(error.into()),
+    }
+    Ok((StatusCode::CREATED, Json(announcement)).into_response())
+}
+
+/// 64 random bits, as 16 hex digits.
+fn random_id() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return format!("{:016x}", Timestamp::now().as_millis());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

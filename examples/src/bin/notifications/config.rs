@@ -1,96 +1,175 @@
-//! Command-line flags, each with an environment fallback.
+//! Command-line flags, each with an environment fallback (clap).
 
 use std::time::Duration;
 
-pub(crate) const HELP: &str = "\
-notifications: the notifications demo app, built only from the sse-layer crates.
+use clap::Parser;
+use sse_tower::origin::Origin;
 
-Usage: notifications [OPTIONS]
-
-Options (each falls back to the environment variable in brackets):
-  --addr ADDR                    listen address [SSE_ADDR] (default 127.0.0.1:3000)
-  --heartbeat-secs SECS          heartbeat interval, may be fractional [SSE_HEARTBEAT_SECS] (default 15)
-  --store URL                    where notifications and sessions live [SSE_STORE]
-                                   (default sqlite://notifications.db): sqlite://PATH,
-                                   memory, postgres://USER@HOST/DB, redis://HOST:PORT
-  --hub URL                      how events reach connections [SSE_HUB] (default memory):
-                                   memory, redis://HOST:PORT
-  --max-connections-per-user N   open streams per user [SSE_MAX_CONNECTIONS_PER_USER] (default 16)
-  -h, --help                     print this help
-
-Open the printed URL, log in with any name ([a-z0-9_-], up to 64 characters)
-in two browsers, and send notifications between them. Several instances
-with --hub redis://… and a shared --store serve the same users.
-";
-
-#[derive(Debug, Clone)]
+/// The notifications demo app, built only from the sse-layer crates.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "notifications",
+    version,
+    after_help = "Open the printed URL, log in with any name ([a-z0-9_-], up to 64 characters) \
+in two browsers, and send notifications between them. Several instances with \
+--hub redis://… and a shared --store serve the same users."
+)]
 pub(crate) struct Config {
+    /// Listen address.
+    #[arg(long, env = "SSE_ADDR", default_value = "127.0.0.1:3000")]
     pub(crate) addr: String,
+
+    /// Heartbeat interval in seconds, may be fractional.
+    #[arg(
+        long = "heartbeat-secs",
+        env = "SSE_HEARTBEAT_SECS",
+        value_name = "SECS",
+        default_value = "15",
+        value_parser = seconds,
+        allow_hyphen_values = true
+    )]
     pub(crate) heartbeat: Duration,
+
+    /// Where notifications and sessions live: sqlite://PATH, memory,
+    /// postgres://USER@HOST/DB or redis://HOST:PORT.
+    #[arg(
+        long,
+        env = "SSE_STORE",
+        value_name = "URL",
+        default_value = "sqlite://notifications.db"
+    )]
     pub(crate) store: String,
+
+    /// How events reach connections: memory, or redis://HOST:PORT.
+    #[arg(long, env = "SSE_HUB", value_name = "URL", default_value = "memory")]
     pub(crate) hub: String,
+
+    /// Open streams per user.
+    #[arg(
+        long,
+        env = "SSE_MAX_CONNECTIONS_PER_USER",
+        value_name = "N",
+        default_value = "16",
+        value_parser = positive,
+        allow_hyphen_values = true
+    )]
     pub(crate) max_connections_per_user: usize,
+
+    /// Open connections in total; past it new ones wait.
+    #[arg(
+        long,
+        env = "SSE_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value = "20000",
+        value_parser = positive,
+        allow_hyphen_values = true
+    )]
+    pub(crate) max_connections: usize,
+
+    /// Time to send a request head, and a whole API request with its body,
+    /// in seconds.
+    #[arg(
+        long = "request-timeout-secs",
+        env = "SSE_REQUEST_TIMEOUT_SECS",
+        value_name = "SECS",
+        default_value = "10",
+        value_parser = seconds,
+        allow_hyphen_values = true
+    )]
+    pub(crate) request_timeout: Duration,
+
+    /// The app's public origins; other origins' writes and streams get 403.
+    #[arg(
+        long = "origin",
+        help = "The app's public origin(s), comma-separated, such as https://app.example \
+(default: the request's Host over http); writes and streams from other origins get 403",
+        env = "SSE_ORIGIN",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub(crate) origins: Vec<Origin>,
+
+    /// Who may read /metrics: open, off, or bearer:TOKEN (then scrape with
+    /// Authorization: Bearer TOKEN).
+    #[arg(
+        long,
+        env = "SSE_METRICS",
+        value_name = "MODE",
+        default_value = "open",
+        value_parser = metrics_mode
+    )]
+    pub(crate) metrics: Metrics,
 }
 
-/// `Ok(None)` when `--help` was asked for.
-pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, String> {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let mut addr = env("SSE_ADDR");
-    let mut heartbeat = env("SSE_HEARTBEAT_SECS");
-    let mut store = env("SSE_STORE");
-    let mut hub = env("SSE_HUB");
-    let mut per_user = env("SSE_MAX_CONNECTIONS_PER_USER");
-    let mut args = args.into_iter();
-    while let Some(flag) = args.next() {
-        let (name, inline) = match flag.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => {
-                (name.to_owned(), Some(value.to_owned()))
-            }
-            _ => (flag.clone(), None),
-        };
-        if name == "-h" || name == "--help" {
-            return Ok(None);
-        }
-        let value = match inline {
-            Some(value) => value,
-            None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
-        };
-        match name.as_str() {
-            "--addr" => addr = Some(value),
-            "--heartbeat-secs" => heartbeat = Some(value),
-            "--store" => store = Some(value),
-            "--hub" => hub = Some(value),
-            "--max-connections-per-user" => per_user = Some(value),
-            other => return Err(format!("unknown option {other:?}")),
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Metrics {
+    Open,
+    Off,
+    Bearer(String),
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("takes a number of seconds between 0 and 3600, not {text:?}"))
+}
+
+fn positive(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|n: &usize| *n > 0)
+        .ok_or_else(|| format!("takes a positive number, not {text:?}"))
+}
+
+fn metrics_mode(text: &str) -> Result<Metrics, String> {
+    match text {
+        "open" => Ok(Metrics::Open),
+        "off" => Ok(Metrics::Off),
+        other => match other.strip_prefix("bearer:") {
+            Some(token) if !token.is_empty() => Ok(Metrics::Bearer(token.to_owned())),
+            _ => Err(format!("takes open, off or bearer:TOKEN, not {other:?}")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_bad_values_are_refused() {
+        Config::command().debug_assert();
+        let config = Config::try_parse_from([
+            "notifications",
+            "--heartbeat-secs",
+            "0.5",
+            "--origin",
+            "https://a.example,https://b.example",
+            "--metrics",
+            "bearer:s3cret",
+        ])
+        .unwrap();
+        assert_eq!(config.heartbeat, Duration::from_millis(500));
+        assert_eq!(config.origins.len(), 2);
+        assert_eq!(config.metrics, Metrics::Bearer("s3cret".into()));
+        for bad in [
+            &["--heartbeat-secs", "-1"][..],
+            &["--max-connections", "0"],
+            &["--metrics", "bearer:"],
+            &["--origin", "not an origin"],
+        ] {
+            let args = std::iter::once("notifications").chain(bad.iter().copied());
+            assert!(
+                Config::try_parse_from(args).is_err(),
+                "{bad:?} was accepted"
+            );
         }
     }
-    let heartbeat_secs: f64 = match heartbeat {
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-            .ok_or_else(|| {
-                format!(
-                    "--heartbeat-secs takes a number of seconds between 0 and 3600, not {text:?}"
-                )
-            })?,
-        None => 15.0,
-    };
-    let max_connections_per_user = match per_user {
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|n: &usize| *n > 0)
-            .ok_or_else(|| {
-                format!("--max-connections-per-user takes a positive number, not {text:?}")
-            })?,
-        None => 16,
-    };
-    Ok(Some(Config {
-        addr: addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned()),
-        heartbeat: Duration::from_secs_f64(heartbeat_secs),
-        store: store.unwrap_or_else(|| "sqlite://notifications.db".to_owned()),
-        hub: hub.unwrap_or_else(|| "memory".to_owned()),
-        max_connections_per_user,
-    }))
 }

@@ -11,28 +11,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use sse_axum::{ApiError, SseRouterExt, SseService};
 use sse_core::{
-    CookieSessionAuthenticator, Hub, InMemoryHub, InMemorySessions, InMemoryStore,
-    NotificationStore,
+    Audience, CookieSessionAuthenticator, Hub, InMemoryHub, InMemorySessions, InMemoryStore,
+    Notifier,
 };
 use sse_redis::{RedisHub, RedisSessions, RedisStore};
 use sse_sqlx::{SqlSessions, SqlStore};
+use sse_tower::origin::{Origin, RequestOrigin};
+use tower_http::timeout::TimeoutLayer;
 
-use crate::config::Config;
+use clap::Parser;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::{Config, Metrics};
 use crate::sessions::Sessions;
 
 #[derive(Clone, FromRef)]
 struct AppState {
     sse: SseService,
+    prometheus: PrometheusHandle,
     sessions: Sessions,
+    metrics: Metrics,
+    origins: Origins,
 }
+
+/// The origins writes and streams may come from: configured, or else the
+/// request's own `Host` over http.
+#[derive(Clone, Debug)]
+struct Origins(Arc<[Origin]>);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -43,17 +55,8 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .init();
-    let config = match config::parse(std::env::args().skip(1)) {
-        Ok(Some(config)) => config,
-        Ok(None) => {
-            print!("{}", config::HELP);
-            return ExitCode::SUCCESS;
-        }
-        Err(why) => {
-            eprintln!("error: {why}\n\n{}", config::HELP);
-            return ExitCode::from(2);
-        }
-    };
+    // `--help` and bad flags (exit status 2) are clap's.
+    let config = Config::parse();
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
@@ -63,27 +66,33 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
-    let (store, sessions): (Arc<dyn NotificationStore>, Sessions) = if config.store == "memory" {
-        (
-            Arc::new(InMemoryStore::new()),
-            Sessions::Memory(InMemorySessions::new()),
+/// The metrics recorder: what `/metrics` renders. Installed before the
+/// service is built, which registers its metrics with it.
+fn install_prometheus() -> Result<PrometheusHandle, String> {
+    let seconds = [0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 86_400.0];
+    let events = [0.0, 1.0, 10.0, 100.0, 1_000.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("sse_stream_duration_seconds".into()),
+            &seconds,
         )
-    } else if config.store.starts_with("redis://") || config.store.starts_with("rediss://") {
-        let store = RedisStore::connect(&config.store)
-            .await
-            .map_err(|e| e.to_string())?;
-        let sessions = RedisSessions::connect(&config.store, "sse:")
-            .await
-            .map_err(|e| e.to_string())?;
-        (Arc::new(store), Sessions::Redis(sessions))
-    } else {
-        let store = SqlStore::connect(&config.store)
-            .await
-            .map_err(|e| e.to_string())?;
-        let sessions = Sessions::Sql(SqlSessions::new(&store));
-        (Arc::new(store), sessions)
-    };
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full("sse_replay_events".into()), &events))
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    // Histograms are drained into their buckets by upkeep.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let prometheus = install_prometheus()?;
     let hub: Arc<dyn Hub> = if config.hub == "memory" {
         Arc::new(InMemoryHub::new())
     } else if config.hub.starts_with("redis://") || config.hub.starts_with("rediss://") {
@@ -98,18 +107,61 @@ async fn run(config: Config) -> Result<(), String> {
             config.hub
         ));
     };
-    let sse = SseService::builder(CookieSessionAuthenticator::new(
+    // Each store is the event log and the notification inbox at once.
+    let (notifier, sessions) = if config.store == "memory" {
+        (
+            Notifier::with_store(Arc::new(InMemoryStore::new()), hub),
+            Sessions::Memory(InMemorySessions::new()),
+        )
+    } else if config.store.starts_with("redis://") || config.store.starts_with("rediss://") {
+        let store = RedisStore::connect(&config.store)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sessions = RedisSessions::connect(&config.store, "sse:")
+            .await
+            .map_err(|e| e.to_string())?;
+        (
+            Notifier::with_store(Arc::new(store), hub),
+            Sessions::Redis(sessions),
+        )
+    } else {
+        let store = SqlStore::connect(&config.store)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sessions = Sessions::Sql(SqlSessions::new(&store));
+        (Notifier::with_store(Arc::new(store), hub), sessions)
+    };
+    let mut builder = SseService::builder(CookieSessionAuthenticator::new(
         api::COOKIE,
         sessions.clone(),
     ))
-    .notifier(&sse_core::Notifier::new(store, hub))
+    .notifier(&notifier)
+    // Members of an org hear when a member's first tab opens or last closes.
+    .presence_events(|principal| {
+        principal
+            .groups()
+            .iter()
+            .cloned()
+            .map(Audience::Group)
+            .collect()
+    })
     .heartbeat(config.heartbeat)
     .max_connections_per_user(config.max_connections_per_user)
-    .build();
-    let app = router(AppState {
-        sse: sse.clone(),
-        sessions,
-    });
+    .max_connections(config.max_connections);
+    if !config.origins.is_empty() {
+        builder = builder.allowed_origins(config.origins.iter().cloned());
+    }
+    let sse = builder.build();
+    let app = router(
+        AppState {
+            sse: sse.clone(),
+            prometheus,
+            sessions,
+            metrics: config.metrics.clone(),
+            origins: Origins(config.origins.clone().into()),
+        },
+        config.request_timeout,
+    );
 
     let listener = tokio::net::TcpListener::bind(&config.addr)
         .await
@@ -119,24 +171,22 @@ async fn run(config: Config) -> Result<(), String> {
         "notifications demo listening on http://{addr} (store {}, hub {})",
         config.store, config.hub
     );
-    let listener = listener.tap_io(|socket| {
-        let _ = socket.set_nodelay(true);
-        // A client that stops reading is closed by the OS after 30 s.
-        if let Err(error) =
-            sse_tower::socket::close_stalled_readers(socket, Duration::from_secs(30))
-        {
-            tracing::warn!(%error, "could not set TCP_USER_TIMEOUT");
-        }
-    });
-    axum::serve(listener, app)
+    // Connections capped, request heads bounded in time, stalled readers
+    // closed: see sse_tower::serve.
+    sse_axum::serve(listener, app)
+        .max_connections(config.max_connections)
+        .header_read_timeout(config.request_timeout)
         .with_graceful_shutdown(shutdown(sse))
         .await
         .map_err(|e| e.to_string())
 }
 
-fn router(state: AppState) -> Router {
+/// The app. A request other than the stream (its body included) may take
+/// `request_timeout`: a client that sends its body one byte at a time gets
+/// `408`.
+fn router(state: AppState, request_timeout: Duration) -> Router {
     let sse = state.sse.clone();
-    Router::new()
+    let api = Router::new()
         .route(
             "/",
             get(|| async { Html(include_str!("../../../static/index.html")) }),
@@ -150,6 +200,23 @@ fn router(state: AppState) -> Router {
                 )
             }),
         )
+        // The browser client (clients/js), served as its ES modules.
+        .route(
+            "/client/index.js",
+            get(|| static_file(JS, include_str!("../../../../clients/js/src/index.js"))),
+        )
+        .route(
+            "/client/backoff.js",
+            get(|| static_file(JS, include_str!("../../../../clients/js/src/backoff.js"))),
+        )
+        .route(
+            "/client/election.js",
+            get(|| static_file(JS, include_str!("../../../../clients/js/src/election.js"))),
+        )
+        .route(
+            "/client/parser.js",
+            get(|| static_file(JS, include_str!("../../../../clients/js/src/parser.js"))),
+        )
         .route(
             "/style.css",
             get(|| {
@@ -162,12 +229,13 @@ fn router(state: AppState) -> Router {
         .route("/api/login", post(api::login))
         .route("/api/logout", post(api::logout))
         .route("/api/session", get(api::session))
-        .sse_stream("/api/notifications/stream", &sse)
         .route(
             "/api/notifications",
             get(api::list).post(api::create).delete(api::delete_read),
         )
         .route("/api/notifications/unread-count", get(api::unread_count))
+        .route("/api/announcements", post(api::announce))
+        .route("/api/presence", get(api::presence))
         .route("/api/notifications/read-all", post(api::mark_all_read))
         .route("/api/notifications/{id}/read", post(api::mark_read))
         .route(
@@ -176,10 +244,22 @@ fn router(state: AppState) -> Router {
         )
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ));
+    Router::new()
+        .sse_stream("/api/notifications/stream", &sse)
+        .merge(api)
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(middleware::from_fn(same_origin_writes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            same_origin_writes,
+        ))
         .with_state(state)
 }
+
+const JS: &str = "text/javascript; charset=utf-8";
 
 async fn static_file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
@@ -192,37 +272,49 @@ async fn static_file(content_type: &'static str, body: &'static str) -> impl Int
 }
 
 /// Refuses state-changing requests that a browser sent from another
-/// origin (defence in depth next to `SameSite=Lax` and JSON bodies).
-async fn same_origin_writes(request: Request, next: Next) -> Response {
+/// origin (defence in depth next to `SameSite=Lax` and JSON bodies), and
+/// sets the page's security headers on every response.
+async fn same_origin_writes(
+    State(Origins(allowed)): State<Origins>,
+    request: Request,
+    next: Next,
+) -> Response {
     let writes = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
     if writes {
-        let origin_host = request
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|o| o.to_str().ok())
-            .map(|o| o.split("://").nth(1).unwrap_or(o).to_owned());
-        let host = request
+        let own = request
             .headers()
             .get(header::HOST)
-            .and_then(|h| h.to_str().ok());
-        if let (Some(origin), Some(host)) = (origin_host, host) {
-            if origin != host {
-                let error = ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "cross-origin requests may not change notifications",
-                );
-                return sse_axum::Error(error).into_response();
-            }
+            .and_then(|h| h.to_str().ok())
+            .and_then(|host| Origin::from_host("http", host).ok());
+        let allowed_here: Vec<Origin> = if allowed.is_empty() {
+            own.into_iter().collect()
+        } else {
+            allowed.to_vec()
+        };
+        if !RequestOrigin::of(request.headers()).is_allowed(&allowed_here) {
+            let error = ApiError::forbidden("cross-origin requests may not change notifications");
+            return sse_axum::Error(error).into_response();
         }
     }
     let mut response = next.run(request).await;
-    response
-        .headers_mut()
-        .entry(header::X_CONTENT_TYPE_OPTIONS)
-        .or_insert(HeaderValue::from_static("nosniff"));
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    ] {
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
+    }
     response
 }
 

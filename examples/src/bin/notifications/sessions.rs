@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use sse_core::auth::BoxError;
-use sse_core::{InMemorySessions, Principal, SessionLookup, StoreError, UserId};
+use sse_core::{InMemorySessions, Principal, SessionLookup, StoreError};
 use sse_redis::RedisSessions;
 use sse_sqlx::SqlSessions;
 
@@ -16,22 +16,24 @@ pub(crate) enum Sessions {
 }
 
 impl Sessions {
-    pub(crate) async fn create(&self, user: &UserId) -> Result<String, StoreError> {
+    /// Starts a session for `principal`; returns its credential (the
+    /// cookie value).
+    pub(crate) async fn create(&self, principal: Principal) -> Result<String, StoreError> {
         match self {
-            Self::Memory(sessions) => Ok(sessions.create(Principal::new(user.clone()))),
-            Self::Sql(sessions) => sessions.create(user).await,
-            Self::Redis(sessions) => sessions.create(user).await,
+            Self::Memory(sessions) => sessions
+                .create(principal)
+                .map_err(|e| StoreError::Backend(Box::new(e))),
+            Self::Sql(sessions) => sessions.create(&principal).await,
+            Self::Redis(sessions) => sessions.create(&principal).await,
         }
     }
 
-    pub(crate) async fn remove(&self, id: &str) -> Result<(), StoreError> {
+    /// Ends the session of `credential`; returns its principal.
+    pub(crate) async fn remove(&self, credential: &str) -> Result<Option<Principal>, StoreError> {
         match self {
-            Self::Memory(sessions) => {
-                sessions.remove(id);
-                Ok(())
-            }
-            Self::Sql(sessions) => sessions.remove(id).await.map(|_| ()),
-            Self::Redis(sessions) => sessions.remove(id).await.map(|_| ()),
+            Self::Memory(sessions) => Ok(sessions.remove(credential)),
+            Self::Sql(sessions) => sessions.remove(credential).await,
+            Self::Redis(sessions) => sessions.remove(credential).await,
         }
     }
 }

@@ -1,0 +1,353 @@
+//! The notification inbox on SQL: `sse_notifications` and the unread count
+//! of `sse_recipients`, each change appended to the event log in the same
+//! transaction.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use sse_core::{
+    Audience, Change, ChangeKind, NewNotification, Notification, NotificationId, NotificationStore,
+    Page, PageRequest, StoreError, Timestamp, UserId,
+};
+
+use crate::SqlStore;
+use crate::error::{backend_error, store_error};
+use crate::store::{to_i64, to_u64};
+
+const COLUMNS: &str = "id, user_id, title, message, kind, action_url, \
+    CAST(CASE WHEN read THEN 1 ELSE 0 END AS BIGINT), created_at, data";
+
+fn notification(row: &AnyRow) -> Result<Notification, StoreError> {
+    let mut new = NewNotification::new(
+        row.try_get::<String, _>(1).map_err(store_error)?,
+        row.try_get::<String, _>(2).map_err(store_error)?,
+    )
+    .message(row.try_get::<String, _>(3).map_err(store_error)?)
+    .kind(row.try_get::<String, _>(4).map_err(store_error)?);
+    new.action_url = row.try_get::<Option<String>, _>(5).map_err(store_error)?;
+    new.data = row
+        .try_get::<Option<String>, _>(8)
+        .map_err(store_error)?
+        .map(|json| serde_json::from_str(&json))
+        .transpose()
+        .map_err(backend_error)?;
+    let mut notification = Notification::from_new(
+        NotificationId(to_u64(row.try_get(0).map_err(store_error)?)),
+        new,
+        Timestamp::from_millis(row.try_get(7).map_err(store_error)?),
+    );
+    // Read as 0/1: sqlx's `Any` driver cannot decode SQLite booleans.
+    notification.read = row.try_get::<i64, _>(6).map_err(store_error)? != 0;
+    Ok(notification)
+}
+
+impl SqlStore {
+    /// Adjusts `user`'s unread count by `delta` and returns the new count;
+    /// locks the recipient's row until commit.
+    async fn adjust_unread(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        user: &UserId,
+        delta: i64,
+    ) -> Result<u64, StoreError> {
+        let unread: i64 = sqlx::query_scalar(
+            "INSERT INTO sse_recipients (user_id, unread_count) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET unread_count = sse_recipients.unread_count + $2 \
+             RETURNING unread_count",
+        )
+        .bind(user.as_str())
+        .bind(delta)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(store_error)?;
+        Ok(to_u64(unread))
+    }
+
+    /// Records a change for `user` inside `tx`: adjusts the unread count
+    /// (locking the recipient's row, which orders one user's writers) and
+    /// appends the change to the user's audience in the log.
+    async fn record(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        user: &UserId,
+        kind: ChangeKind,
+        unread_delta: i64,
+    ) -> Result<Change, StoreError> {
+        let unread = self.adjust_unread(tx, user, unread_delta).await?;
+        self.append_changes(tx, vec![(user.clone(), kind, unread)])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Backend("the log stored nothing".into()))
+    }
+
+    async fn append_changes(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        changes: Vec<(UserId, ChangeKind, u64)>,
+    ) -> Result<Vec<Change>, StoreError> {
+        let events = changes
+            .iter()
+            .map(|(user, kind, unread)| {
+                Change::encode(kind, *unread).map(|event| (Audience::User(user.clone()), event))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend_error)?;
+        let stored = self.append_in(tx, &events).await?;
+        let at = Timestamp::now();
+        changes
+            .into_iter()
+            .zip(stored)
+            .map(|((user, kind, unread), event)| {
+                Change::from_appended(user, kind, unread, at, event).map_err(backend_error)
+            })
+            .collect()
+    }
+
+    async fn insert_notification(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        new: NewNotification,
+        created_at: Timestamp,
+    ) -> Result<Notification, StoreError> {
+        let data = new
+            .data
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(backend_error)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO sse_notifications (user_id, title, message, kind, action_url, read, created_at, data) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7) RETURNING id",
+        )
+        .bind(new.user.as_str())
+        .bind(new.title.as_str())
+        .bind(new.message.as_str())
+        .bind(new.kind.as_str())
+        .bind(new.action_url.as_deref())
+        .bind(created_at.as_millis())
+        .bind(data)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(store_error)?;
+        Ok(Notification::from_new(
+            NotificationId(to_u64(id)),
+            new,
+            created_at,
+        ))
+    }
+}
+
+fn sorted_ids(ids: Vec<i64>) -> Vec<NotificationId> {
+    let mut ids: Vec<NotificationId> = ids
+        .into_iter()
+        .map(|id| NotificationId(to_u64(id)))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[async_trait]
+impl NotificationStore for SqlStore {
+    async fn create(&self, new: NewNotification) -> Result<Change, StoreError> {
+        new.validate_with(&self.policy)?;
+        let user = new.user.clone();
+        let mut tx = self.begin().await?;
+        let notification = self
+            .insert_notification(&mut tx, new, Timestamp::now())
+            .await?;
+        let change = self
+            .record(&mut tx, &user, ChangeKind::Created { notification }, 1)
+            .await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(change)
+    }
+
+    /// One transaction for the whole batch: the notifications, one unread
+    /// update per recipient (taken in a fixed order, so concurrent batches
+    /// cannot deadlock) and one append of every change.
+    async fn create_many(&self, new: Vec<NewNotification>) -> Result<Vec<Change>, StoreError> {
+        for notification in &new {
+            notification.validate_with(&self.policy)?;
+        }
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut per_user: BTreeMap<UserId, i64> = BTreeMap::new();
+        for notification in &new {
+            *per_user.entry(notification.user.clone()).or_default() += 1;
+        }
+        let mut tx = self.begin().await?;
+        // Each recipient's count after the batch, then counted back down.
+        let mut unread_before: BTreeMap<UserId, u64> = BTreeMap::new();
+        for (user, added) in &per_user {
+            let after = self.adjust_unread(&mut tx, user, *added).await?;
+            unread_before.insert(user.clone(), after - to_u64(*added));
+        }
+        let created_at = Timestamp::now();
+        let mut changes = Vec::with_capacity(new.len());
+        for notification in new {
+            let user = notification.user.clone();
+            let stored = self
+                .insert_notification(&mut tx, notification, created_at)
+                .await?;
+            let unread = unread_before.entry(user.clone()).or_default();
+            *unread += 1;
+            changes.push((
+                user,
+                ChangeKind::Created {
+                    notification: stored,
+                },
+                *unread,
+            ));
+        }
+        let changes = self.append_changes(&mut tx, changes).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(changes)
+    }
+
+    async fn list(&self, user: &UserId, page: PageRequest) -> Result<Page, StoreError> {
+        let before = page.before_id().map_or(i64::MAX, |id| to_i64(id.get()));
+        let limit = i64::try_from(page.limit()).unwrap_or(100);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM sse_notifications WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+        )))
+        .bind(user.as_str())
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(store_error)?;
+        let items = rows
+            .iter()
+            .map(notification)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(items, page))
+    }
+
+    async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> {
+        let count: Option<i64> =
+            sqlx::query_scalar("SELECT unread_count FROM sse_recipients WHERE user_id = $1")
+                .bind(user.as_str())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(store_error)?;
+        Ok(count.map_or(0, to_u64))
+    }
+
+    async fn mark_read(
+        &self,
+        user: &UserId,
+        id: NotificationId,
+    ) -> Result<Option<Change>, StoreError> {
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE sse_notifications SET read = TRUE WHERE id = $1 AND user_id = $2 AND NOT read",
+        )
+        .bind(to_i64(id.get()))
+        .bind(user.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected();
+        if updated == 0 {
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM sse_notifications WHERE id = $1 AND user_id = $2",
+            )
+            .bind(to_i64(id.get()))
+            .bind(user.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            tx.rollback().await.map_err(store_error)?;
+            return match exists {
+                Some(_) => Ok(None),
+                None => Err(StoreError::NotFound { id }),
+            };
+        }
+        let change = self
+            .record(&mut tx, user, ChangeKind::Read { ids: vec![id] }, -1)
+            .await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(Some(change))
+    }
+
+    async fn mark_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> {
+        let mut tx = self.begin().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE sse_notifications SET read = TRUE WHERE user_id = $1 AND NOT read RETURNING id",
+        )
+        .bind(user.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if ids.is_empty() {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(None);
+        }
+        let delta = -i64::try_from(ids.len()).unwrap_or(i64::MAX);
+        let change = self
+            .record(
+                &mut tx,
+                user,
+                ChangeKind::Read {
+                    ids: sorted_ids(ids),
+                },
+                delta,
+            )
+            .await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(Some(change))
+    }
+
+    async fn delete(&self, user: &UserId, id: NotificationId) -> Result<Change, StoreError> {
+        let mut tx = self.begin().await?;
+        let was_read: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM sse_notifications WHERE id = $1 AND user_id = $2 \
+             RETURNING CAST(CASE WHEN read THEN 1 ELSE 0 END AS BIGINT)",
+        )
+        .bind(to_i64(id.get()))
+        .bind(user.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let Some(was_read) = was_read else {
+            tx.rollback().await.map_err(store_error)?;
+            return Err(StoreError::NotFound { id });
+        };
+        let delta = if was_read != 0 { 0 } else { -1 };
+        let change = self
+            .record(&mut tx, user, ChangeKind::Deleted { ids: vec![id] }, delta)
+            .await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(change)
+    }
+
+    async fn delete_all_read(&self, user: &UserId) -> Result<Option<Change>, StoreError> {
+        let mut tx = self.begin().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM sse_notifications WHERE user_id = $1 AND read RETURNING id",
+        )
+        .bind(user.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if ids.is_empty() {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(None);
+        }
+        let change = self
+            .record(
+                &mut tx,
+                user,
+                ChangeKind::Deleted {
+                    ids: sorted_ids(ids),
+                },
+                0,
+            )
+            .await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(Some(change))
+    }
+}

@@ -1,0 +1,267 @@
+//! `sse_tower::serve`: what a server holding long-lived streams on the
+//! public internet must bound, seen from the client's side of a real socket.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use sse_conformance::client::Request;
+use sse_core::{CookieSessionAuthenticator, Event, InMemoryHub, InMemorySessions, Principal};
+use sse_tower::{DisconnectCause, SseService};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+struct Server {
+    sse: SseService,
+    hub: InMemoryHub,
+    addr: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(
+    configure: impl FnOnce(sse_tower::Serve<SseService>) -> sse_tower::Serve<SseService>,
+) -> Server {
+    let sessions = InMemorySessions::new();
+    for user in ["alice", "bob"] {
+        sessions.insert(user, Principal::new(user));
+    }
+    let hub = InMemoryHub::new();
+    let sse = SseService::builder(CookieSessionAuthenticator::new("sid", sessions))
+        .hub(hub.clone())
+        .queue_capacity(8)
+        .without_heartbeat()
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopping = sse.clone();
+    let server =
+        configure(sse_tower::serve(listener, sse.clone())).with_graceful_shutdown(async move {
+            let _ = stopped.await;
+            stopping.shutdown();
+        });
+    let done = tokio::spawn(server.into_future());
+    Server {
+        sse,
+        hub,
+        addr,
+        stop: Some(stop),
+        done,
+    }
+}
+
+use std::future::IntoFuture;
+
+/// Reads until the peer closes; `Err` if it is still open after `limit`.
+async fn closed_within(socket: &mut TcpStream, limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(
+            limit.saturating_sub(started.elapsed()),
+            socket.read(&mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(started.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return Err(format!("still open after {limit:?}")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_that_send_nothing_or_dribble_their_head_are_closed() {
+    let server = start(|s| s.header_read_timeout(Duration::from_millis(300))).await;
+    let mut silent = TcpStream::connect(&server.addr).await.unwrap();
+    let mut dribbling = TcpStream::connect(&server.addr).await.unwrap();
+    let dribble = async {
+        for byte in b"GET /events HTTP/1.1\r\nHost: x\r\n" {
+            if dribbling.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (_, silent_closed) = tokio::join!(dribble, closed_within(&mut silent, 3 * SECOND));
+    assert!(silent_closed.is_ok(), "silent: {silent_closed:?}");
+    let dribbling_closed = closed_within(&mut dribbling, 3 * SECOND).await;
+    assert!(dribbling_closed.is_ok(), "dribbling: {dribbling_closed:?}");
+
+    // A keep-alive connection that went idle after a request closes too,
+    // while a stream (a response in progress) stays open.
+    let mut stream = Request::get("/events")
+        .header("cookie", "sid=alice")
+        .send(&server.addr)
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    stream.next_event(SECOND).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    server
+        .sse
+        .notifier()
+        .broadcast(
+            &sse_core::Audience::user("alice"),
+            &Event::json(&"still open").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        stream
+            .next_event(SECOND)
+            .await
+            .unwrap()
+            .data
+            .contains("still open")
+    );
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_new_clients_wait_for_a_free_slot() {
+    let server = start(|s| s.max_connections(2)).await;
+    let first = Request::get("/events")
+        .header("cookie", "sid=alice")
+        .send(&server.addr)
+        .await
+        .unwrap();
+    let _second = Request::get("/events")
+        .header("cookie", "sid=bob")
+        .send(&server.addr)
+        .await
+        .unwrap();
+    let third = tokio::spawn({
+        let addr = server.addr.clone();
+        async move {
+            Request::get("/events")
+                .header("cookie", "sid=alice")
+                .send(&addr)
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served past the cap of 2"
+    );
+    drop(first);
+    let third = tokio::time::timeout(3 * SECOND, third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_closed_when_its_queue_overflows_not_after_the_stall_timeout() {
+    // The OS-level stall timeout is 30 s; the connection must go long before.
+    let server = start(|s| s.close_stalled_readers(Some(Duration::from_secs(30)))).await;
+    let mut stalled = TcpStream::connect(&server.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nCookie: sid=alice\r\n\r\n")
+        .await
+        .unwrap();
+    let mut healthy = Request::get("/events")
+        .header("cookie", "sid=bob")
+        .send(&server.addr)
+        .await
+        .unwrap();
+    healthy.next_event(SECOND).await.unwrap();
+    while server.hub.subscriptions() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let big = Event::builder()
+        .event("bulk")
+        .data("x".repeat(64 * 1024))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    while server.hub.subscriptions() == 2 {
+        assert!(
+            started.elapsed() < 10 * SECOND,
+            "the stalled stream was never dropped"
+        );
+        server
+            .sse
+            .notifier()
+            .broadcast(&sse_core::Audience::Everyone, &big)
+            .await
+            .unwrap();
+        assert_eq!(healthy.next_event(SECOND).await.unwrap().event_type, "bulk");
+    }
+    // The connection is closed, not just unregistered: reading what the
+    // socket buffered ends in EOF.
+    let closed = closed_within(&mut stalled, 5 * SECOND).await;
+    assert!(closed.is_ok(), "{closed:?}");
+    assert!(started.elapsed() < 10 * SECOND);
+    for _ in 0..100 {
+        if server.sse.metrics().disconnects(DisconnectCause::Lagged) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.sse.metrics().disconnects(DisconnectCause::Lagged), 1);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_ends_streams_with_retry_and_returns() {
+    let mut server = start(|s| s).await;
+    let mut stream = Request::get("/events")
+        .header("cookie", "sid=alice")
+        .send(&server.addr)
+        .await
+        .unwrap();
+    stream.next_event(SECOND).await.unwrap();
+    server.stop.take().unwrap().send(()).unwrap();
+    let rest = stream.read_to_end(3 * SECOND).await.unwrap().to_vec();
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(rest.contains("retry: "), "{rest:?}");
+    let result = tokio::time::timeout(3 * SECOND, server.done).await;
+    assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+    assert!(TcpStream::connect(&server.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap() {
+    let server = start(|s| s.max_read_buffer(8 * 1024)).await;
+    let mut stream = Request::get("/events")
+        .header("cookie", "sid=alice")
+        .send(&server.addr)
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        stream.next_event(SECOND).await.unwrap().event_type,
+        "connected"
+    );
+    server
+        .sse
+        .notifier()
+        .broadcast(
+            &sse_core::Audience::user("alice"),
+            &Event::builder()
+                .event("ping")
+                .data("x".repeat(32 * 1024))
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let big = stream.next_event(SECOND).await.unwrap();
+    assert_eq!(
+        (big.event_type.as_str(), big.data.len()),
+        ("ping", 32 * 1024)
+    );
+    // A 16 KiB header does not fit: 431 (or a closed connection), never a stream.
+    let refused = Request::get("/events")
+        .header("cookie", "sid=alice")
+        .header("x-padding", "p".repeat(16 * 1024))
+        .send(&server.addr)
+        .await;
+    if let Ok(response) = refused {
+        assert_eq!(response.status(), 431);
+    }
+}
