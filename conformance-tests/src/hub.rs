@@ -76,6 +76,7 @@ where
         disconnect_is_delivered_like_an_event,
         durable_events_arrive_in_position_order_without_gaps,
         presence_counts_open_streams_per_audience,
+        a_keyed_event_replaces_its_undelivered_predecessor,
     );
     report
 }
@@ -115,6 +116,7 @@ where
         disconnect_reaches_every_node,
         durable_events_reach_every_node_in_position_order,
         presence_spans_nodes,
+        conflation_keys_travel_between_nodes,
     );
     report
 }
@@ -488,6 +490,74 @@ async fn full_queue_never_blocks_publish_and_lags<H: Hub>(
             "after Lagged the subscription must be closed, got {other:?}"
         )),
     }
+}
+
+async fn a_keyed_event_replaces_its_undelivered_predecessor<H: Hub>(
+    hub: Shared<H>,
+    ns: String,
+) -> Result<(), String> {
+    keyed_events_conflate(&*hub, &*hub, &ns).await
+}
+
+async fn conflation_keys_travel_between_nodes<H: Hub>(
+    nodes: Nodes<H>,
+    ns: String,
+) -> Result<(), String> {
+    keyed_events_conflate(&*nodes[0], &*nodes[1], &ns).await
+}
+
+/// 201 events, 200 of them under two conflation keys, to a queue of 4 that
+/// is not read meanwhile: it must not lag, and must deliver each key's
+/// latest value, in order, before the final unkeyed event.
+async fn keyed_events_conflate<H: Hub>(publisher: &H, node: &H, ns: &str) -> Result<(), String> {
+    let p = Principal::new(user(ns, "slow"));
+    let mut slow = subscribe(node, &p, 4).await?;
+    let audience = Audience::user(p.user().clone());
+    for i in 0..100 {
+        for key in ["progress", "count"] {
+            let keyed = Event::builder()
+                .event("check")
+                .data(format!("{key} {i}"))
+                .conflate(key)
+                .build()
+                .map_err(|e| e.to_string())?;
+            publish(publisher, &audience, &keyed).await?;
+        }
+    }
+    publish(publisher, &audience, &event("end")).await?;
+    let mut last = HashMap::new();
+    loop {
+        let got = match tokio::time::timeout(RECV_TIMEOUT, slow.recv()).await {
+            Ok(Ok(got)) => label(&got),
+            Ok(Err(error)) => {
+                return Err(format!(
+                    "a queue of 4 fed 200 events under 2 conflation keys failed with {error}: an event with a key must replace the undelivered one with that key"
+                ));
+            }
+            Err(_) => return Err("the final event did not arrive".into()),
+        };
+        if got == "end" {
+            break;
+        }
+        let (key, n) = got
+            .split_once(' ')
+            .and_then(|(key, n)| Some((key.to_owned(), n.parse::<u32>().ok()?)))
+            .ok_or_else(|| format!("received {got:?}, which was not sent"))?;
+        if let Some(previous) = last.insert(key.clone(), n) {
+            ensure!(
+                n > previous,
+                "{key} {n} arrived after {key} {previous}: conflation must keep order"
+            );
+        }
+    }
+    for key in ["progress", "count"] {
+        ensure!(
+            last.get(key) == Some(&99),
+            "the latest {key} (99) never arrived; last seen {:?}",
+            last.get(key)
+        );
+    }
+    Ok(())
 }
 
 async fn drop_unregisters<H: Hub>(hub: Shared<H>, ns: String) -> Result<(), String> {

@@ -100,6 +100,7 @@ where
         every_change_goes_through_the_log_in_order,
         concurrent_writers_log_one_users_changes_in_order,
         a_batch_is_stored_whole_or_not_at_all,
+        a_large_batch_keeps_every_notification_in_order,
         change_events_encode,
     );
     report
@@ -877,6 +878,59 @@ async fn a_batch_is_stored_whole_or_not_at_all<S: NotificationStore, L: EventLog
             logged.len()
         );
     }
+    Ok(())
+}
+
+/// A batch larger than any backend's statement or pipeline chunk: every
+/// notification keeps its own title, ids grow in batch order, and the
+/// inbox lists them back.
+async fn a_large_batch_keeps_every_notification_in_order<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
+) -> Result<(), String> {
+    let store = &world.store;
+    let (a, b) = (uid(&ns, "a"), uid(&ns, "b"));
+    const SIZE: usize = 2_500;
+    let batch: Vec<NewNotification> = (0..SIZE)
+        .map(|i| NewNotification::new(if i % 3 == 0 { a.clone() } else { b.clone() }, format!("n{i}")))
+        .collect();
+    let changes = store
+        .create_many(batch)
+        .await
+        .map_err(fail("create_many"))?;
+    ensure!(changes.len() == SIZE, "a batch of {SIZE} returned {} changes", changes.len());
+    let mut ids = Vec::with_capacity(SIZE);
+    for (i, change) in changes.iter().enumerate() {
+        let ChangeKind::Created { notification } = &change.kind else {
+            return Err(format!("change {i} of a batch is not `created`"));
+        };
+        ensure!(
+            notification.title == format!("n{i}") && change.user == notification.user,
+            "change {i} of a batch carries {:?} for {}: notifications were mixed up",
+            notification.title,
+            notification.user
+        );
+        ids.push(notification.id);
+    }
+    ensure!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "the ids of a batch do not grow in batch order"
+    );
+    let page = store
+        .list(&a, PageRequest::first(5))
+        .await
+        .map_err(fail("list"))?;
+    let newest: Vec<String> = page.items.iter().map(|n| n.title.clone()).collect();
+    let want: Vec<String> = [2499, 2496, 2493, 2490, 2487].iter().map(|i| format!("n{i}")).collect();
+    ensure!(
+        newest == want,
+        "the newest of {a}'s batched notifications list as {newest:?}, not {want:?}"
+    );
+    ensure!(
+        store.unread_count(&a).await.map_err(fail("unread_count"))? == 834
+            && store.unread_count(&b).await.map_err(fail("unread_count"))? == 1_666,
+        "unread counts after a batch of {SIZE} are wrong"
+    );
     Ok(())
 }
 

@@ -29,6 +29,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -46,7 +47,15 @@ pub struct Event {
     id: Option<Range<u32>>,
     cursor: Option<Cursor>,
     disconnect: bool,
+    conflation_key: Option<Arc<str>>,
 }
+
+/// The longest [conflation key](EventBuilder::conflate), in bytes.
+pub const MAX_CONFLATION_KEY_LEN: usize = 255;
+
+/// First byte of [`Event::to_wire`] for an event with a conflation key. No
+/// encoded frame starts with it (frames start with a field name or `:`).
+const WIRE_KEYED: u8 = 0x01;
 
 /// Why an [`Event`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +84,12 @@ pub enum EventError {
     /// crate encodes them.
     #[error("not an encoded event: {0}")]
     InvalidFrame(&'static str),
+    /// A conflation key is empty or longer than
+    /// [`MAX_CONFLATION_KEY_LEN`] bytes.
+    #[error(
+        "a conflation key must be 1 to 255 bytes long (it is {0}); use a short name such as `job:42:progress`"
+    )]
+    InvalidConflationKey(usize),
     /// An event given to a log already has an id; the log assigns ids
     /// (its position in the history).
     #[error(
@@ -207,6 +222,7 @@ impl Event {
             id,
             cursor,
             disconnect: false,
+            conflation_key: None,
         })
     }
 
@@ -228,6 +244,7 @@ impl Event {
             id: None,
             cursor: None,
             disconnect: true,
+            conflation_key: None,
         }
     }
 
@@ -275,12 +292,86 @@ impl Event {
         self.cursor
     }
 
+    /// The key under which a newer event replaces this one in a slow
+    /// connection's queue; see [`EventBuilder::conflate`].
+    pub fn conflation_key(&self) -> Option<&str> {
+        self.conflation_key.as_deref()
+    }
+
+    /// The bytes a hub sends between nodes: the frame, preceded by the
+    /// conflation key when there is one (`\x01<length>:<key>`; UTF-8 text
+    /// throughout). [`Event::disconnect`] is the empty
+    /// payload. [`Event::from_wire`] reads them back.
+    ///
+    /// ```
+    /// use sse_core::Event;
+    /// let progress = Event::builder().data("50").conflate("job:7").build()?;
+    /// let received = Event::from_wire(progress.to_wire())?;
+    /// assert_eq!(received, progress);
+    /// assert_eq!(received.conflation_key(), Some("job:7"));
+    /// assert!(Event::from_wire(Event::disconnect().to_wire())?.is_disconnect());
+    /// # Ok::<(), sse_core::EventError>(())
+    /// ```
+    pub fn to_wire(&self) -> Bytes {
+        match &self.conflation_key {
+            None => self.frame.clone(),
+            Some(key) => {
+                // The length in decimal, so the wire form stays UTF-8 text
+                // (PostgreSQL's NOTIFY carries only text).
+                let len = key.len().to_string();
+                let mut wire =
+                    BytesMut::with_capacity(2 + len.len() + key.len() + self.frame.len());
+                wire.put_u8(WIRE_KEYED);
+                wire.put_slice(len.as_bytes());
+                wire.put_u8(b':');
+                wire.put_slice(key.as_bytes());
+                wire.put_slice(&self.frame);
+                wire.freeze()
+            }
+        }
+    }
+
+    /// Rebuilds an event from [`Event::to_wire`]'s bytes, checking the
+    /// frame as [`Event::from_encoded`] does.
+    pub fn from_wire(mut wire: Bytes) -> Result<Self, EventError> {
+        if wire.is_empty() {
+            return Ok(Self::disconnect());
+        }
+        if wire[0] != WIRE_KEYED {
+            return Self::from_encoded(wire);
+        }
+        let colon = wire
+            .iter()
+            .take(5)
+            .position(|b| *b == b':')
+            .ok_or(EventError::InvalidFrame("a conflation key's length is missing"))?;
+        let len = std::str::from_utf8(&wire[1..colon])
+            .ok()
+            .and_then(|len| len.parse::<usize>().ok())
+            .filter(|len| (1..=MAX_CONFLATION_KEY_LEN).contains(len))
+            .ok_or(EventError::InvalidFrame("a conflation key's length is not 1 to 255"))?;
+        let start = colon + 1;
+        let key = wire
+            .get(start..start + len)
+            .and_then(|key| std::str::from_utf8(key).ok())
+            .map(Arc::<str>::from)
+            .ok_or(EventError::InvalidFrame(
+                "a conflation key is cut short or not UTF-8",
+            ))?;
+        let frame = wire.split_off(start + len);
+        let mut event = Self::from_encoded(frame)?;
+        event.conflation_key = Some(key);
+        Ok(event)
+    }
+
     /// This event with `cursor` as its `id:`, as a log stores it: the id
     /// line goes in front of the encoded fields (field order does not
     /// matter to a parser), in one new allocation.
     ///
     /// Fails with [`EventError::AlreadyHasId`] if the event has an id, and
     /// [`EventError::Empty`] for [`Event::disconnect`], which is never stored.
+    /// The result has no [conflation key](EventBuilder::conflate): a stored
+    /// event is never replaced in a queue.
     ///
     /// ```
     /// use sse_core::{Cursor, Event};
@@ -311,6 +402,7 @@ impl Event {
             id: Some(4..u32::try_from(end).unwrap_or(u32::MAX)),
             cursor: Some(cursor),
             disconnect: false,
+            conflation_key: None,
         })
     }
 }
@@ -338,6 +430,7 @@ pub struct EventBuilder {
     data: Option<String>,
     retry: Option<Duration>,
     comment: Option<String>,
+    conflate: Option<String>,
     json_error: Option<serde_json::Error>,
 }
 
@@ -383,6 +476,35 @@ impl EventBuilder {
         self
     }
 
+    /// Gives the event a conflation key: where a connection's queue still
+    /// holds an undelivered event with the same key, that one is dropped
+    /// and this one queued in its place at the back (latest value wins).
+    /// For progress, counters and presence, which a slow reader only needs
+    /// the latest of. The key is not written to the client.
+    ///
+    /// Only ephemeral events conflate: a log refuses (or, through
+    /// [`Event::with_cursor`], drops) the key, so stored events are never
+    /// skipped. A key is 1 to [`MAX_CONFLATION_KEY_LEN`] bytes.
+    ///
+    /// ```
+    /// use sse_core::hub::{channel, SendOutcome};
+    /// use sse_core::{ConnectionId, Event};
+    ///
+    /// let (sender, mut subscription) = channel(ConnectionId::new(0, 1), 8, ());
+    /// let progress = |n: u32| Event::builder().event("job.progress").data(n.to_string()).conflate("job:7").build();
+    /// sender.try_send(&progress(10)?);
+    /// sender.try_send(&Event::builder().data("other").build()?);
+    /// sender.try_send(&progress(20)?);
+    /// assert_eq!(&subscription.try_recv()?.unwrap().frame()[..], b"data: other\n\n");
+    /// assert_eq!(&subscription.try_recv()?.unwrap().frame()[..], b"event: job.progress\ndata: 20\n\n");
+    /// assert!(subscription.try_recv()?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn conflate(mut self, key: impl Into<String>) -> Self {
+        self.conflate = Some(key.into());
+        self
+    }
+
     /// Validates the fields and encodes the event.
     ///
     /// ```
@@ -403,6 +525,11 @@ impl EventBuilder {
             && let Some(bad) = forbidden(name, false)
         {
             return Err(EventError::InvalidEventName(bad));
+        }
+        if let Some(key) = &self.conflate
+            && (key.is_empty() || key.len() > MAX_CONFLATION_KEY_LEN)
+        {
+            return Err(EventError::InvalidConflationKey(key.len()));
         }
         if self.id.is_none()
             && self.data.is_none()
@@ -474,6 +601,7 @@ impl EventBuilder {
             id: id_range,
             cursor,
             disconnect: false,
+            conflation_key: self.conflate.as_deref().map(Arc::from),
         }
     }
 }
@@ -524,6 +652,38 @@ mod tests {
 
     fn frame(event: &Event) -> &str {
         std::str::from_utf8(event.frame()).unwrap()
+    }
+
+    #[test]
+    fn conflation_keys_round_trip_the_wire_as_text_and_junk_is_refused() {
+        for key in ["k", "job:7:progress", "été\n:x", &"x".repeat(MAX_CONFLATION_KEY_LEN)] {
+            let event = Event::builder().data("d").conflate(key).build().unwrap();
+            let wire = event.to_wire();
+            assert!(std::str::from_utf8(&wire).is_ok());
+            let back = Event::from_wire(wire).unwrap();
+            assert_eq!(back.conflation_key(), Some(key));
+            assert_eq!(back, event);
+        }
+        for bad in ["", &"x".repeat(MAX_CONFLATION_KEY_LEN + 1)] {
+            assert!(matches!(
+                Event::builder().data("d").conflate(bad).build(),
+                Err(EventError::InvalidConflationKey(_))
+            ));
+        }
+        for junk in [
+            &b"\x01"[..],
+            b"\x01:",
+            b"\x010:data: x\n\n",
+            b"\x019999:k",
+            b"\x013:ab",
+            b"\x011:kdata: x\n\ndata: y\n\n",
+            b"\x01300:kdata: x\n\n",
+        ] {
+            assert!(Event::from_wire(Bytes::copy_from_slice(junk)).is_err(), "{junk:?}");
+        }
+        let stored = Event::builder().data("d").conflate("k").build().unwrap();
+        let stored = stored.with_cursor("abcdefgh.1".parse().unwrap()).unwrap();
+        assert_eq!(stored.conflation_key(), None);
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub use auth::{
     AuthRejection, BearerTokenAuthenticator, CookieSessionAuthenticator, ExtensionAuthenticator,
     FnAuthenticator, InMemorySessions, SessionAuthenticator, SessionLookup,
 };
-pub use event::{Event, EventBuilder, EventError};
+pub use event::{Event, EventBuilder, EventError, MAX_CONFLATION_KEY_LEN};
 pub use http;
 pub use hub::{Hub, HubError, HubStats, InMemoryHub, Presence, RecvError, Subscription};
 pub use id::{ConnectionId, GroupId, NotificationId, SessionId, Topic, UserId};

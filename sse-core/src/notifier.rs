@@ -80,6 +80,16 @@ pub enum NotifyError {
         /// The refused id.
         id: String,
     },
+    /// A durable event carried a [conflation
+    /// key](crate::EventBuilder::conflate). Stored events are never
+    /// conflated (a replay holds every one), so the key would be ignored.
+    #[error(
+        "a stored event may not carry a conflation key ({key:?}): only ephemeral events conflate; send it with broadcast, or without the key"
+    )]
+    ConflationKey {
+        /// The refused key.
+        key: String,
+    },
     /// An inbox operation on a notifier built without a store.
     #[error(
         "this Notifier has no NotificationStore: build it with Notifier::with_store, or add one with with_inbox"
@@ -157,6 +167,11 @@ impl Notifier {
         &self,
         events: &[(Audience, Event)],
     ) -> Result<Vec<Event>, NotifyError> {
+        if let Some(key) = events.iter().find_map(|(_, event)| event.conflation_key()) {
+            return Err(NotifyError::ConflationKey {
+                key: key.to_owned(),
+            });
+        }
         let stored = self.log.append(events).await?;
         for ((audience, _), event) in events.iter().zip(&stored) {
             if let Err(source) = self.hub.publish(audience, event).await {

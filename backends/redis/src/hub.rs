@@ -611,7 +611,7 @@ impl Hub for RedisHub {
                 payload.extend_from_slice(frame);
                 (durable_channel(&self.inner.prefix), payload)
             }
-            _ => self.ephemeral(audience, frame)?,
+            _ => self.ephemeral(audience, &event.to_wire())?,
         };
         let mut connection = self.inner.publisher.clone();
         redis::cmd("PUBLISH")
@@ -661,17 +661,17 @@ impl Hub for RedisHub {
 
 impl RedisHub {
     /// The channel and payload of an ephemeral event.
-    fn ephemeral(&self, audience: &Audience, frame: &Bytes) -> Result<(String, Vec<u8>), HubError> {
+    fn ephemeral(&self, audience: &Audience, wire: &Bytes) -> Result<(String, Vec<u8>), HubError> {
         let (channel, connection) = channel(&self.inner.prefix, audience).ok_or_else(|| {
             HubError::Rejected(format!("the Redis hub cannot address {audience:?}"))
         })?;
         let payload: Vec<u8> = match connection {
             Some(seq) => {
                 let mut payload = format!("{seq}\n").into_bytes();
-                payload.extend_from_slice(frame);
+                payload.extend_from_slice(wire);
                 payload
             }
-            None => frame.to_vec(),
+            None => wire.to_vec(),
         };
         Ok((channel, payload))
     }
@@ -865,15 +865,13 @@ impl Listener {
             tracing::warn!("ignoring a message on a channel this hub does not serve");
             return;
         };
-        let event = if frame.is_empty() {
-            Event::disconnect()
-        } else {
-            match Event::from_encoded(frame) {
-                Ok(event) => event,
-                Err(error) => {
-                    tracing::warn!(%error, "ignoring a malformed message");
-                    return;
-                }
+        // Durable events travel as their frame, ephemeral ones in the wire
+        // form (which adds a conflation key and reads empty as disconnect).
+        let event = match Event::from_wire(frame) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring a malformed message");
+                return;
             }
         };
         self.local.deliver(&audience, &event);

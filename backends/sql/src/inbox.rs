@@ -13,6 +13,7 @@ use sse_core::{
 };
 
 use crate::SqlStore;
+use crate::log::placeholders;
 use crate::error::{backend_error, store_error};
 use crate::store::{to_i64, to_u64};
 
@@ -139,6 +140,97 @@ impl SqlStore {
     }
 }
 
+/// Rows per multi-row statement: at 7 parameters a row, well under
+/// SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+impl SqlStore {
+    /// [`adjust_unread`](Self::adjust_unread) for many recipients in one
+    /// statement per 1,000. Rows are locked in user order (the map's), as
+    /// every writer takes them, so concurrent batches cannot deadlock.
+    async fn adjust_unread_many(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        deltas: &BTreeMap<UserId, i64>,
+    ) -> Result<BTreeMap<UserId, u64>, StoreError> {
+        let deltas: Vec<(&UserId, &i64)> = deltas.iter().collect();
+        let mut after = BTreeMap::new();
+        for chunk in deltas.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO sse_recipients (user_id, unread_count) VALUES {} \
+                 ON CONFLICT (user_id) DO UPDATE SET unread_count = sse_recipients.unread_count + excluded.unread_count \
+                 RETURNING user_id, unread_count",
+                placeholders(self.backend, chunk.len(), 2)
+            );
+            // Only placeholders are formatted into the statement.
+            let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (user, delta) in chunk {
+                upsert = upsert.bind(user.as_str()).bind(**delta);
+            }
+            for row in upsert.fetch_all(&mut **tx).await.map_err(store_error)? {
+                let user: String = row.try_get(0).map_err(store_error)?;
+                let count: i64 = row.try_get(1).map_err(store_error)?;
+                after.insert(UserId::from(user), to_u64(count));
+            }
+        }
+        Ok(after)
+    }
+
+    /// Inserts notifications (unread: the column's default), 1,000 rows a
+    /// statement; returns them with their ids, in the order given.
+    async fn insert_notifications(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        new: Vec<NewNotification>,
+        created_at: Timestamp,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let mut stored = Vec::with_capacity(new.len());
+        let mut rest = new.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<NewNotification> = rest.by_ref().take(ROWS_PER_STATEMENT).collect();
+            let data = chunk
+                .iter()
+                .map(|new| new.data.as_ref().map(serde_json::to_string).transpose())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend_error)?;
+            let sql = format!(
+                "INSERT INTO sse_notifications (user_id, title, message, kind, action_url, created_at, data) \
+                 VALUES {} RETURNING id",
+                placeholders(self.backend, chunk.len(), 7)
+            );
+            // Only placeholders are formatted into the statement.
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (new, data) in chunk.iter().zip(data) {
+                insert = insert
+                    .bind(new.user.as_str())
+                    .bind(new.title.as_str())
+                    .bind(new.message.as_str())
+                    .bind(new.kind.as_str())
+                    .bind(new.action_url.as_deref())
+                    .bind(created_at.as_millis())
+                    .bind(data);
+            }
+            let rows = insert.fetch_all(&mut **tx).await.map_err(store_error)?;
+            let mut ids = rows
+                .iter()
+                .map(|row| row.try_get::<i64, _>(0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(store_error)?;
+            if ids.len() != chunk.len() {
+                return Err(StoreError::Backend(
+                    format!("inserted {} notifications, got {} ids", chunk.len(), ids.len()).into(),
+                ));
+            }
+            // Ids grow in row order; RETURNING need not keep that order.
+            ids.sort_unstable();
+            stored.extend(chunk.into_iter().zip(ids).map(|(new, id)| {
+                Notification::from_new(NotificationId(to_u64(id)), new, created_at)
+            }));
+        }
+        Ok(stored)
+    }
+}
+
 fn sorted_ids(ids: Vec<i64>) -> Vec<NotificationId> {
     let mut ids: Vec<NotificationId> = ids
         .into_iter()
@@ -179,29 +271,28 @@ impl NotificationStore for SqlStore {
             *per_user.entry(notification.user.clone()).or_default() += 1;
         }
         let mut tx = self.begin().await?;
-        // Each recipient's count after the batch, then counted back down.
-        let mut unread_before: BTreeMap<UserId, u64> = BTreeMap::new();
+        // Each recipient's count after the batch, counted back to before it.
+        let mut unread = self.adjust_unread_many(&mut tx, &per_user).await?;
         for (user, added) in &per_user {
-            let after = self.adjust_unread(&mut tx, user, *added).await?;
-            unread_before.insert(user.clone(), after - to_u64(*added));
+            if let Some(count) = unread.get_mut(user) {
+                *count -= to_u64(*added);
+            }
         }
-        let created_at = Timestamp::now();
-        let mut changes = Vec::with_capacity(new.len());
-        for notification in new {
-            let user = notification.user.clone();
-            let stored = self
-                .insert_notification(&mut tx, notification, created_at)
-                .await?;
-            let unread = unread_before.entry(user.clone()).or_default();
-            *unread += 1;
-            changes.push((
-                user,
-                ChangeKind::Created {
-                    notification: stored,
-                },
-                *unread,
-            ));
-        }
+        let stored = self
+            .insert_notifications(&mut tx, new, Timestamp::now())
+            .await?;
+        let changes = stored
+            .into_iter()
+            .map(|notification| {
+                let count = unread.entry(notification.user.clone()).or_default();
+                *count += 1;
+                (
+                    notification.user.clone(),
+                    ChangeKind::Created { notification },
+                    *count,
+                )
+            })
+            .collect();
         let changes = self.append_changes(&mut tx, changes).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(changes)

@@ -23,6 +23,12 @@ use crate::{ConnectionId, Event};
 /// - **Ordered.** Events from one publisher arrive in the order published.
 ///   Events from concurrent publishers arrive in the order their publishes
 ///   reached this queue.
+/// - **Conflated.** An event with a [conflation
+///   key](crate::EventBuilder::conflate) removes the undelivered event with
+///   the same key from the queue, then is queued at the back. What a
+///   receiver gets is still a subsequence of what was sent, in order; an
+///   event is skipped only if a newer one with its key was sent before it
+///   was received. Stored events (with a log position) never conflate.
 /// - **Missed.** A hub that loses its upstream (a Redis connection, say)
 ///   reports [`RecvError::Missed`] once it is back: events published
 ///   meanwhile may not have arrived, and the receiver should catch up from
@@ -179,6 +185,19 @@ impl SubscriptionSender {
         let mut state = self.queue.lock();
         if state.status != Status::Open {
             return SendOutcome::Closed;
+        }
+        // Latest value wins: an undelivered event with the same key leaves
+        // the queue, so a reader that falls behind a progress stream keeps
+        // one event per key instead of lagging. Keys are rare; the scan is
+        // over one bounded queue.
+        if let Some(key) = event.conflation_key()
+            && event.cursor().is_none()
+            && let Some(at) = state
+                .events
+                .iter()
+                .position(|queued| queued.conflation_key() == Some(key))
+        {
+            state.events.remove(at);
         }
         let (outcome, hook) = if state.events.len() >= self.queue.capacity {
             state.status = Status::Lagged;
@@ -405,6 +424,50 @@ mod tests {
         assert_eq!(tx.try_send(&event(2)), SendOutcome::Lagged);
         tx.try_send(&event(3));
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    fn keyed(key: &str, data: &str) -> Event {
+        Event::builder().data(data).conflate(key).build().unwrap()
+    }
+
+    fn drain(rx: &mut Subscription) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().unwrap())
+            .map(|e| String::from_utf8_lossy(e.frame()).trim_end().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_keyed_event_replaces_its_undelivered_predecessor_and_keeps_order() {
+        let (tx, mut rx) = channel(ConnectionId::new(0, 1), 3, ());
+        for n in 0..1000 {
+            assert_eq!(tx.try_send(&keyed("a", &format!("a{n}"))), SendOutcome::Queued);
+            if n == 500 {
+                tx.try_send(&Event::builder().data("plain").build().unwrap());
+            }
+            assert_eq!(tx.try_send(&keyed("b", &format!("b{n}"))), SendOutcome::Queued);
+        }
+        // A full queue of 3 never lagged: one event per key plus the plain one.
+        assert_eq!(drain(&mut rx), ["data: plain", "data: a999", "data: b999"]);
+        // Once delivered, an event is not taken back.
+        tx.try_send(&keyed("a", "a1000"));
+        assert_eq!(drain(&mut rx), ["data: a1000"]);
+    }
+
+    #[test]
+    fn stored_and_unkeyed_events_never_conflate() {
+        let (tx, mut rx) = channel(ConnectionId::new(0, 1), 8, ());
+        let stored = keyed("a", "1")
+            .with_cursor("abcdefgh.1".parse().unwrap())
+            .unwrap();
+        tx.try_send(&stored);
+        tx.try_send(&keyed("a", "2"));
+        tx.try_send(&keyed("a", "3"));
+        tx.try_send(&Event::builder().data("4").build().unwrap());
+        tx.try_send(&Event::builder().data("4").build().unwrap());
+        assert_eq!(
+            drain(&mut rx),
+            ["id: abcdefgh.1\ndata: 1", "data: 3", "data: 4", "data: 4"]
+        );
     }
 
     #[tokio::test]
