@@ -14,7 +14,10 @@ fn a_slow_reader_of_a_keyed_stream_keeps_up_with_the_latest_value() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "conflation failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "conflation failed:\n{stdout}\n{stderr}"
+    );
     let keyed = stdout
         .lines()
         .find(|line| line.starts_with("| conflate("))

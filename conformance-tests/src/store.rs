@@ -892,13 +892,22 @@ async fn a_large_batch_keeps_every_notification_in_order<S: NotificationStore, L
     let (a, b) = (uid(&ns, "a"), uid(&ns, "b"));
     const SIZE: usize = 2_500;
     let batch: Vec<NewNotification> = (0..SIZE)
-        .map(|i| NewNotification::new(if i % 3 == 0 { a.clone() } else { b.clone() }, format!("n{i}")))
+        .map(|i| {
+            NewNotification::new(
+                if i % 3 == 0 { a.clone() } else { b.clone() },
+                format!("n{i}"),
+            )
+        })
         .collect();
     let changes = store
         .create_many(batch)
         .await
         .map_err(fail("create_many"))?;
-    ensure!(changes.len() == SIZE, "a batch of {SIZE} returned {} changes", changes.len());
+    ensure!(
+        changes.len() == SIZE,
+        "a batch of {SIZE} returned {} changes",
+        changes.len()
+    );
     let mut ids = Vec::with_capacity(SIZE);
     for (i, change) in changes.iter().enumerate() {
         let ChangeKind::Created { notification } = &change.kind else {
@@ -921,7 +930,10 @@ async fn a_large_batch_keeps_every_notification_in_order<S: NotificationStore, L
         .await
         .map_err(fail("list"))?;
     let newest: Vec<String> = page.items.iter().map(|n| n.title.clone()).collect();
-    let want: Vec<String> = [2499, 2496, 2493, 2490, 2487].iter().map(|i| format!("n{i}")).collect();
+    let want: Vec<String> = [2499, 2496, 2493, 2490, 2487]
+        .iter()
+        .map(|i| format!("n{i}"))
+        .collect();
     ensure!(
         newest == want,
         "the newest of {a}'s batched notifications list as {newest:?}, not {want:?}"

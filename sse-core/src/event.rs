@@ -340,16 +340,20 @@ impl Event {
         if wire[0] != WIRE_KEYED {
             return Self::from_encoded(wire);
         }
-        let colon = wire
-            .iter()
-            .take(5)
-            .position(|b| *b == b':')
-            .ok_or(EventError::InvalidFrame("a conflation key's length is missing"))?;
+        let colon =
+            wire.iter()
+                .take(5)
+                .position(|b| *b == b':')
+                .ok_or(EventError::InvalidFrame(
+                    "a conflation key's length is missing",
+                ))?;
         let len = std::str::from_utf8(&wire[1..colon])
             .ok()
             .and_then(|len| len.parse::<usize>().ok())
             .filter(|len| (1..=MAX_CONFLATION_KEY_LEN).contains(len))
-            .ok_or(EventError::InvalidFrame("a conflation key's length is not 1 to 255"))?;
+            .ok_or(EventError::InvalidFrame(
+                "a conflation key's length is not 1 to 255",
+            ))?;
         let start = colon + 1;
         let key = wire
             .get(start..start + len)
@@ -656,7 +660,12 @@ mod tests {
 
     #[test]
     fn conflation_keys_round_trip_the_wire_as_text_and_junk_is_refused() {
-        for key in ["k", "job:7:progress", "été\n:x", &"x".repeat(MAX_CONFLATION_KEY_LEN)] {
+        for key in [
+            "k",
+            "job:7:progress",
+            "été\n:x",
+            &"x".repeat(MAX_CONFLATION_KEY_LEN),
+        ] {
             let event = Event::builder().data("d").conflate(key).build().unwrap();
             let wire = event.to_wire();
             assert!(std::str::from_utf8(&wire).is_ok());
@@ -679,7 +688,10 @@ mod tests {
             b"\x011:kdata: x\n\ndata: y\n\n",
             b"\x01300:kdata: x\n\n",
         ] {
-            assert!(Event::from_wire(Bytes::copy_from_slice(junk)).is_err(), "{junk:?}");
+            assert!(
+                Event::from_wire(Bytes::copy_from_slice(junk)).is_err(),
+                "{junk:?}"
+            );
         }
         let stored = Event::builder().data("d").conflate("k").build().unwrap();
         let stored = stored.with_cursor("abcdefgh.1".parse().unwrap()).unwrap();

@@ -13,8 +13,8 @@ use sse_core::{
 };
 
 use crate::SqlStore;
-use crate::log::placeholders;
 use crate::error::{backend_error, store_error};
+use crate::log::placeholders;
 use crate::store::{to_i64, to_u64};
 
 const COLUMNS: &str = "id, user_id, title, message, kind, action_url, \
@@ -218,7 +218,12 @@ impl SqlStore {
                 .map_err(store_error)?;
             if ids.len() != chunk.len() {
                 return Err(StoreError::Backend(
-                    format!("inserted {} notifications, got {} ids", chunk.len(), ids.len()).into(),
+                    format!(
+                        "inserted {} notifications, got {} ids",
+                        chunk.len(),
+                        ids.len()
+                    )
+                    .into(),
                 ));
             }
             // Ids grow in row order; RETURNING need not keep that order.

@@ -8,9 +8,9 @@ use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use sse_core::log::{Epoch, LogRecord, Replay, check_appendable};
 use sse_core::{Audience, Cursor, Event, EventLog, Principal, StoreError, Timestamp};
 
-use crate::{Backend, SqlStore};
 use crate::error::{backend_error, store_error};
 use crate::store::{to_i64, to_u64};
+use crate::{Backend, SqlStore};
 
 /// Appends prune the log when their positions cross a multiple of this.
 const PRUNE_EVERY: u64 = 128;

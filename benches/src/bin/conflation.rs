@@ -35,13 +35,19 @@ struct Outcome {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let secs = if quick { 1 } else { 5 };
-    println!("| mode | sent | received | order kept | stream | final value seen after last publish |");
+    println!(
+        "| mode | sent | received | order kept | stream | final value seen after last publish |"
+    );
     println!("| --- | --- | --- | --- | --- | --- |");
     for keyed in [false, true] {
         let o = run(keyed, Duration::from_secs(secs)).await;
         println!(
             "| {} | {} | {} | {} | {} | {} |",
-            if keyed { "conflate(\"job:7\")" } else { "no key" },
+            if keyed {
+                "conflate(\"job:7\")"
+            } else {
+                "no key"
+            },
             o.sent,
             o.received,
             if o.in_order { "yes" } else { "NO" },

@@ -39,7 +39,11 @@ async fn main() {
         let run = format!("{backend}-{}", std::process::id());
         let mut subscriptions = Vec::with_capacity(USERS);
         for u in 0..USERS {
-            subscriptions.push(hub.subscribe(&Principal::new(user(&run, u)), 4096).await.unwrap());
+            subscriptions.push(
+                hub.subscribe(&Principal::new(user(&run, u)), 4096)
+                    .await
+                    .unwrap(),
+            );
         }
         let one = measure(&notifier, &run, &mut subscriptions, single, 1).await;
         let hundred = measure(&notifier, &run, &mut subscriptions, batched, 100).await;

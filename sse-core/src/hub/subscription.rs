@@ -440,11 +440,17 @@ mod tests {
     fn a_keyed_event_replaces_its_undelivered_predecessor_and_keeps_order() {
         let (tx, mut rx) = channel(ConnectionId::new(0, 1), 3, ());
         for n in 0..1000 {
-            assert_eq!(tx.try_send(&keyed("a", &format!("a{n}"))), SendOutcome::Queued);
+            assert_eq!(
+                tx.try_send(&keyed("a", &format!("a{n}"))),
+                SendOutcome::Queued
+            );
             if n == 500 {
                 tx.try_send(&Event::builder().data("plain").build().unwrap());
             }
-            assert_eq!(tx.try_send(&keyed("b", &format!("b{n}"))), SendOutcome::Queued);
+            assert_eq!(
+                tx.try_send(&keyed("b", &format!("b{n}"))),
+                SendOutcome::Queued
+            );
         }
         // A full queue of 3 never lagged: one event per key plus the plain one.
         assert_eq!(drain(&mut rx), ["data: plain", "data: a999", "data: b999"]);
