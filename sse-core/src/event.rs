@@ -416,9 +416,12 @@ impl fmt::Debug for Event {
         if self.disconnect {
             return f.write_str("Event::disconnect()");
         }
-        f.debug_struct("Event")
-            .field("frame", &String::from_utf8_lossy(&self.frame))
-            .finish()
+        let mut debug = f.debug_struct("Event");
+        debug.field("frame", &String::from_utf8_lossy(&self.frame));
+        if let Some(key) = &self.conflation_key {
+            debug.field("conflation_key", key);
+        }
+        debug.finish()
     }
 }
 
@@ -482,13 +485,14 @@ impl EventBuilder {
 
     /// Gives the event a conflation key: where a connection's queue still
     /// holds an undelivered event with the same key, that one is dropped
-    /// and this one queued in its place at the back (latest value wins).
-    /// For progress, counters and presence, which a slow reader only needs
-    /// the latest of. The key is not written to the client.
+    /// and this one is queued at the back (latest value wins). For
+    /// progress, counters and presence, of which a slow reader needs only
+    /// the latest. The key is not written to the client.
     ///
-    /// Only ephemeral events conflate: a log refuses (or, through
-    /// [`Event::with_cursor`], drops) the key, so stored events are never
-    /// skipped. A key is 1 to [`MAX_CONFLATION_KEY_LEN`] bytes.
+    /// Only ephemeral events conflate, so stored events are never skipped:
+    /// [`Notifier::publish`](crate::Notifier::publish) refuses an event
+    /// with a key, and [`Event::with_cursor`] (what logs store) drops it.
+    /// A key is 1 to [`MAX_CONFLATION_KEY_LEN`] bytes.
     ///
     /// ```
     /// use sse_core::hub::{channel, SendOutcome};
