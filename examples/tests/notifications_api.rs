@@ -1044,3 +1044,60 @@ async fn two_instances_on_redis_serve_the_same_users() {
         .await;
     assert!(count["count"].as_u64().unwrap() >= 1);
 }
+
+/// A fresh PostgreSQL database for one test, on `DATABASE_URL`'s server.
+async fn fresh_postgres_url(name: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let database = format!("sse_example_{name}");
+    let pool = sqlx::AnyPool::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required: {e}"));
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        format!("CREATE DATABASE {database}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let slash = admin.rfind('/').unwrap();
+    format!("{}/{database}", &admin[..slash])
+}
+
+/// Two instances on PostgreSQL alone (hub over LISTEN/NOTIFY, store and
+/// sessions): log in on one, receive what is sent through the other, and
+/// see the other's streams in presence.
+#[tokio::test]
+async fn two_instances_on_postgres_alone_serve_the_same_users() {
+    let url = fresh_postgres_url("two_nodes").await;
+    let a = start(&["--store", &url, "--hub", &url]);
+    let b = start(&["--store", &url, "--hub", &url]);
+    let on_a = a.login("pg-alice").await;
+    let mut stream = a.stream(&on_a, None).await;
+    let (status, created) = b
+        .notify(
+            &on_a,
+            json!({"user": "pg-alice", "title": "through node b"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let event = stream.next_event(WAIT).await.unwrap();
+    assert_eq!(data(&event)["notification"]["title"], "through node b");
+    // Node B counts the stream open on node A (within its presence flush).
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, presence) = b
+            .json("GET", "/api/presence?user=pg-alice", Some(&on_a), None)
+            .await;
+        assert_eq!(status, 200, "{presence}");
+        if presence["streams"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{presence}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

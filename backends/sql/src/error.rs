@@ -35,6 +35,15 @@ pub enum SqlStoreError {
         /// The checksum of the SQL this build ships.
         shipped: String,
     },
+    /// A `PostgresHub` channel name PostgreSQL would
+    /// not take as given.
+    #[error(
+        "invalid LISTEN channel {channel:?}: use 1 to 63 lower-case letters, digits and `_`, such as `sse_hub`"
+    )]
+    InvalidChannel {
+        /// The channel given.
+        channel: String,
+    },
     /// A migration failed; the database is left at the previous version.
     #[error("applying migration {version} failed: {source}")]
     Migrate {

@@ -36,6 +36,10 @@
 //! - **Upgrades keep data.** Databases created by earlier versions migrate
 //!   forward on connect; the old per-user change log moves into the event
 //!   log ([`migrate::DataStep`]).
+//! - **Many nodes on PostgreSQL alone.** `PostgresHub` (feature
+//!   `postgres`) carries live events between nodes over
+//!   `LISTEN`/`NOTIFY`, with catch-up from the log after an outage and
+//!   presence across nodes.
 //! - **Failures are values.** An unreachable database is
 //!   [`StoreError::Unavailable`](sse_core::StoreError::Unavailable) within
 //!   the acquire timeout (streams answer `503`), never a panic or a hang.
@@ -47,6 +51,8 @@
 #![deny(missing_docs)]
 
 mod error;
+#[cfg(feature = "postgres")]
+mod hub;
 mod inbox;
 mod log;
 pub mod migrate;
@@ -54,6 +60,8 @@ mod sessions;
 mod store;
 
 pub use error::SqlStoreError;
+#[cfg(feature = "postgres")]
+pub use hub::{PostgresHub, PostgresHubBuilder};
 pub use sessions::SqlSessions;
 pub use store::{SqlStore, SqlStoreBuilder};
 

@@ -1,10 +1,12 @@
 //! Cross-node delivery latency: a notification created through node B
-//! (store + Redis publish) until its bytes are read by a client connected
-//! to node A, over loopback. Same-node delivery with the in-memory hub is
-//! measured the same way for comparison.
+//! (store + hub publish) until its bytes are read by a client connected to
+//! node A, over loopback, on Redis (`RedisHub` + `RedisStore`) and on
+//! PostgreSQL alone (`PostgresHub` + `SqlStore`). Same-node delivery with
+//! the in-memory hub is measured the same way for comparison.
 //!
 //! `cargo run --release -p sse-benches --bin cross-node [-- COUNT]`
-//! (Redis on REDIS_URL, default redis://127.0.0.1:6379).
+//! (Redis on REDIS_URL, default redis://127.0.0.1:6379; PostgreSQL on
+//! DATABASE_URL, in a database of its own).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use sse_core::{
     Principal,
 };
 use sse_redis::{RedisHub, RedisStore};
+use sse_sqlx::{PostgresHub, SqlStore};
 use sse_tower::SseService;
 
 struct Node {
@@ -26,7 +29,10 @@ struct Node {
     authority: String,
 }
 
-async fn node(store: Arc<RedisStore>, hub: Arc<dyn Hub>) -> Node {
+async fn node<S: sse_core::EventLog + sse_core::NotificationStore>(
+    store: Arc<S>,
+    hub: Arc<dyn Hub>,
+) -> Node {
     let sessions = InMemorySessions::new();
     sessions.insert("alice", Principal::new("bench-alice"));
     let sse = SseService::builder(CookieSessionAuthenticator::new("sid", sessions))
@@ -118,11 +124,100 @@ async fn main() {
         ),
     )
     .await;
-    let mut on_a = open(&a).await;
-    measure(&b, &mut on_a, 100).await; // warm up
-    let cross = measure(&b, &mut on_a, count).await;
-    // "Is alice online?", asked of node B while her stream is on node A:
-    // one script call summing the other nodes' counts.
+    let (cross, asked) = across(&a, &b, count).await;
+    let local = node(store, Arc::new(InMemoryHub::new())).await;
+    let same = along(&local, count).await;
+
+    let postgres = sse_benches::fresh_postgres_url("cross_node").await;
+    let store = Arc::new(SqlStore::connect(&postgres).await.unwrap());
+    let a = node(
+        store.clone(),
+        Arc::new(PostgresHub::connect(&postgres).await.unwrap()),
+    )
+    .await;
+    let b = node(
+        store.clone(),
+        Arc::new(PostgresHub::connect(&postgres).await.unwrap()),
+    )
+    .await;
+    let (pg_cross, pg_asked) = across(&a, &b, count).await;
+    let local = node(store, Arc::new(InMemoryHub::new())).await;
+    let pg_same = along(&local, count).await;
+    let pg_rate = throughput(
+        &PostgresHub::connect(&postgres).await.unwrap(),
+        &PostgresHub::connect(&postgres).await.unwrap(),
+        count * 5,
+    )
+    .await;
+    let redis_rate = throughput(
+        &RedisHub::builder(&redis)
+            .prefix(&prefix)
+            .connect()
+            .await
+            .unwrap(),
+        &RedisHub::builder(&redis)
+            .prefix(&prefix)
+            .connect()
+            .await
+            .unwrap(),
+        count * 5,
+    )
+    .await;
+
+    println!("| path | events | p50 | p99 | p99.9 | max |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    row("node B → Redis → node A → client (Redis store)", cross);
+    row("one node, in-memory hub (Redis store)", same);
+    row(
+        "`Hub::presence` of a user on another node (RedisHub)",
+        asked,
+    );
+    row(
+        "node B → PostgreSQL NOTIFY → node A → client (PostgreSQL store)",
+        pg_cross,
+    );
+    row("one node, in-memory hub (PostgreSQL store)", pg_same);
+    row(
+        "`Hub::presence` of a user on another node (PostgresHub)",
+        pg_asked,
+    );
+    println!();
+    println!("| hub | ephemeral events published one after another, received on another node |");
+    println!("| --- | --- |");
+    println!("| RedisHub | {redis_rate:.0}/s |");
+    println!("| PostgresHub | {pg_rate:.0}/s |");
+}
+
+/// Events per second from one publisher on `from` to a subscriber on `to`,
+/// each publish awaited, until the last is received.
+async fn throughput<H: Hub>(from: &H, to: &H, count: usize) -> f64 {
+    let mut subscription = to
+        .subscribe(&Principal::new("bench-rate"), count + 1)
+        .await
+        .unwrap();
+    let event = sse_core::Event::builder().data("x").build().unwrap();
+    let audience = sse_core::Audience::user("bench-rate");
+    let started = Instant::now();
+    for _ in 0..count {
+        from.publish(&audience, &event).await.unwrap();
+    }
+    for _ in 0..count {
+        tokio::time::timeout(Duration::from_secs(10), subscription.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Latency from node B to a client on node A, and of asking node B whether
+/// the user (streaming on node A) is online.
+async fn across(a: &Node, b: &Node, count: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let mut on_a = open(a).await;
+    measure(b, &mut on_a, 100).await; // warm up
+    let cross = measure(b, &mut on_a, count).await;
+    // Presence is mirrored within the hub's flush interval.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut asked = Vec::with_capacity(count);
     let hub_b = b.sse.notifier().hub().clone();
     for _ in 0..count {
@@ -134,17 +229,12 @@ async fn main() {
         asked.push(started.elapsed());
         assert_eq!(presence.streams, 1);
     }
+    (cross, asked)
+}
 
-    let local = node(store, Arc::new(InMemoryHub::new())).await;
-    let mut on_local = open(&local).await;
-    measure(&local, &mut on_local, 100).await;
-    let same = measure(&local, &mut on_local, count).await;
-    println!("| path | events | p50 | p99 | p99.9 | max |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    row("node B → Redis → node A → client (Redis store)", cross);
-    row("one node, in-memory hub (Redis store)", same);
-    row(
-        "`Hub::presence` of a user on another node (RedisHub)",
-        asked,
-    );
+/// Latency on one node with the in-memory hub.
+async fn along(node: &Node, count: usize) -> Vec<Duration> {
+    let mut stream = open(node).await;
+    measure(node, &mut stream, 100).await;
+    measure(node, &mut stream, count).await
 }

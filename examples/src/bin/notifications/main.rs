@@ -22,7 +22,7 @@ use sse_core::{
     Notifier,
 };
 use sse_redis::{RedisHub, RedisSessions, RedisStore};
-use sse_sqlx::{SqlSessions, SqlStore};
+use sse_sqlx::{PostgresHub, SqlSessions, SqlStore};
 use sse_tower::origin::{Origin, RequestOrigin};
 use tower_http::timeout::TimeoutLayer;
 
@@ -101,9 +101,15 @@ async fn run(config: Config) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?,
         )
+    } else if config.hub.starts_with("postgres://") || config.hub.starts_with("postgresql://") {
+        Arc::new(
+            PostgresHub::connect(&config.hub)
+                .await
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         return Err(format!(
-            "unsupported --hub {:?}: use memory or redis://HOST:PORT",
+            "unsupported --hub {:?}: use memory, redis://HOST:PORT or postgres://USER@HOST/DB",
             config.hub
         ));
     };
