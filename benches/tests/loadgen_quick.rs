@@ -16,7 +16,7 @@ fn quick_run_measures_every_mode_and_loses_nothing() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "loadgen failed:\n{stderr}");
-    for mode in ["ours", "broadcast", "map", "raw"] {
+    for mode in ["ours", "broadcast", "map", "raw", "nchan"] {
         assert!(
             stderr.contains(&format!(
                 "{mode}: fan-out at 300 connections, 6000/6000 deliveries"
@@ -32,11 +32,11 @@ fn quick_run_measures_every_mode_and_loses_nothing() {
         stderr.contains("ours: replayed 400/400 events"),
         "replay lost events:\n{stderr}"
     );
-    for baseline in ["broadcast", "map", "raw"] {
+    for baseline in ["broadcast", "map", "raw", "nchan"] {
         assert!(stdout.contains(&format!("| vs {baseline} |")), "{stdout}");
     }
     let svg = std::fs::read_to_string(out.join("latency.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 4);
+    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 5);
     let json = std::fs::read_to_string(out.join("results.json")).unwrap();
     assert!(json.contains(r#""replay_per_second":null"#) && json.contains(r#""mode":"ours""#));
     let _ = std::fs::remove_dir_all(out);

@@ -6,7 +6,12 @@
 //! - `map`: the seeds' connection manager — `Mutex<HashMap<user,
 //!   Vec<Sender>>>` with axum `Sse` per client;
 //! - `raw`: the floor — a TCP server (no HTTP, no hub) writing the same
-//!   pre-encoded bytes to sockets, everything ready in one write.
+//!   pre-encoded bytes to sockets, everything ready in one write;
+//! - `nchan`: a real peer, nginx with the nchan module (Debian's
+//!   `nginx-light` and `libnginx-mod-nchan`), one process, each stream
+//!   subscribed to its user's channel and `all`; this process only
+//!   translates the control calls into nchan publishes. The ready line
+//!   then names nginx's pid as a third field: measure that process.
 //!
 //! `bench-server MODE STREAM_ADDR CONTROL_ADDR`. Clients connect to
 //! STREAM_ADDR: `GET /events?user=U` (HTTP modes), or the line `U\n`
@@ -383,6 +388,130 @@ async fn raw_mode(listener: TcpListener, control_listener: TcpListener) {
     }
 }
 
+// ---- nchan: nginx + the nchan module, a real peer ------------------------
+
+/// Publishes by HTTP to nchan's publisher location, one request per event,
+/// from a thread of its own (the control calls are synchronous).
+struct NchanPublisher(std::sync::mpsc::Sender<(String, String)>);
+
+impl Publisher for NchanPublisher {
+    fn to_user(&self, user: &str) {
+        let _ = self.0.send((user.to_owned(), stamp()));
+    }
+
+    fn to_all(&self) {
+        let _ = self.0.send(("all".to_owned(), stamp()));
+    }
+}
+
+fn nchan_publish(nginx: std::net::SocketAddr, channel: &str, body: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(nginx)?;
+    write!(
+        stream,
+        "POST /pub/{channel} HTTP/1.1\r\nhost: bench\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    if !(answer.starts_with(b"HTTP/1.1 201") || answer.starts_with(b"HTTP/1.1 202")) {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&answer).into_owned(),
+        ));
+    }
+    Ok(())
+}
+
+async fn nchan_mode(stream_addr: &str, control_addr: &str) {
+    let module = "/usr/lib/nginx/modules/ngx_nchan_module.so";
+    if !std::path::Path::new(module).exists() {
+        eprintln!(
+            "nchan mode needs nginx and its nchan module: apt-get install nginx-light libnginx-mod-nchan"
+        );
+        std::process::exit(2);
+    }
+    // nginx binds the stream address itself: take a free port for it.
+    let nginx_addr = std::net::TcpListener::bind(stream_addr)
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let control_listener = TcpListener::bind(control_addr).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("sse-bench-nchan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    // One process (no master), like the other modes; 20,000 files (nchan
+    // takes more than one connection slot for some streams, so 40,000
+    // slots); no message kept for subscribers that connect later.
+    let config = format!(
+        r"load_module {module};
+worker_processes 1;
+master_process off;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 40000; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  nchan_shared_memory_size 256m;
+  server {{
+    listen {nginx_addr};
+    location = /events {{
+      nchan_subscriber eventsource;
+      nchan_channel_id $arg_user all;
+      nchan_subscriber_first_message newest;
+    }}
+    location ~ ^/pub/(\w+)$ {{
+      nchan_publisher;
+      nchan_channel_id $1;
+      nchan_message_buffer_length 1;
+      nchan_message_timeout 10s;
+    }}
+  }}
+}}
+"
+    );
+    let config_path = dir.join("nginx.conf");
+    std::fs::write(&config_path, config).unwrap();
+    let mut nginx = tokio::process::Command::new("nginx")
+        .arg("-c")
+        .arg(&config_path)
+        .arg("-p")
+        .arg(&dir)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting nginx: {e}"));
+    let nginx_pid = nginx.id().unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(nginx_addr).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
+    std::thread::spawn(move || {
+        for (channel, body) in rx {
+            if let Err(e) = nchan_publish(nginx_addr, &channel, &body) {
+                eprintln!("publishing to nchan failed: {e}");
+            }
+        }
+    });
+    println!(
+        "ready {nginx_addr} {} {nginx_pid}",
+        control_listener.local_addr().unwrap()
+    );
+    tokio::select! {
+        () = serve_control(control_listener, control(Arc::new(NchanPublisher(tx)), None)) => {}
+        _ = nginx.wait() => eprintln!("nginx exited; see {d}/error.log"),
+    }
+    let _ = nginx.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 async fn serve_control(listener: TcpListener, app: Router) {
     axum::serve(listener, app).await.unwrap();
 }
@@ -391,9 +520,14 @@ async fn serve_control(listener: TcpListener, app: Router) {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, stream_addr, control_addr] = args.as_slice() else {
-        eprintln!("usage: bench-server ours|ours-serve|broadcast|map|raw STREAM_ADDR CONTROL_ADDR");
+        eprintln!(
+            "usage: bench-server ours|ours-serve|broadcast|map|raw|nchan STREAM_ADDR CONTROL_ADDR"
+        );
         std::process::exit(2);
     };
+    if mode == "nchan" {
+        return nchan_mode(stream_addr, control_addr).await;
+    }
     let stream = TcpListener::bind(stream_addr).await.unwrap();
     let control_listener = TcpListener::bind(control_addr).await.unwrap();
     println!(

@@ -32,7 +32,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 
-const MODES: [&str; 4] = ["ours", "broadcast", "map", "raw"];
+const MODES: [&str; 5] = ["ours", "broadcast", "map", "raw", "nchan"];
 const SOURCE_ADDRESSES: u8 = 8;
 
 #[derive(Clone, Debug)]
@@ -197,7 +197,9 @@ async fn connect(
         let resume = last_event_id
             .map(|id| format!("last-event-id: {id}\r\n"))
             .unwrap_or_default();
-        format!("GET /events?user=u{index} HTTP/1.1\r\nhost: bench\r\n{resume}\r\n")
+        format!(
+            "GET /events?user=u{index} HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n{resume}\r\n"
+        )
     };
     stream.write_all(request.as_bytes()).await?;
     let mut buffer = vec![0u8; 4096];
@@ -302,15 +304,24 @@ async fn run_mode(mode: &str, plan: &Plan) -> Results {
                 server_bin.display()
             )
         });
-    let pid = server.id().unwrap();
     let mut ready = String::new();
     BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut ready)
         .await
         .unwrap();
-    let mut addresses = ready.trim().strip_prefix("ready ").unwrap().split(' ');
+    let mut addresses = ready
+        .trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("{mode}: bench-server did not start: {ready:?}"))
+        .split(' ');
     let stream_addr: SocketAddr = addresses.next().unwrap().parse().unwrap();
     let control_addr: SocketAddr = addresses.next().unwrap().parse().unwrap();
+    // A mode that fronts another server (nchan) names the process to measure.
+    let server_pid = server.id().unwrap();
+    let pid = addresses
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or(server_pid);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let (latency_tx, mut latency_rx) = mpsc::unbounded_channel();
@@ -443,11 +454,19 @@ async fn run_mode(mode: &str, plan: &Plan) -> Results {
         }
     }
     let _ = server.kill().await;
+    if pid != server_pid {
+        // The fronted server (nginx) outlives a killed bench-server.
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
     results
 }
 
 fn svg(results: &[Results]) -> String {
-    let colors = ["#d9480f", "#1c7ed6", "#2b8a3e", "#868e96"];
+    let colors = [
+        "#d9480f", "#1c7ed6", "#2b8a3e", "#868e96", "#9c36b5", "#e67700",
+    ];
     let max_x = results
         .iter()
         .flat_map(|r| r.latency.iter().map(|l| l.0))
