@@ -1101,3 +1101,23 @@ async fn two_instances_on_postgres_alone_serve_the_same_users() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Two instances sharing NATS for the hub and PostgreSQL for the store.
+#[tokio::test]
+async fn two_instances_on_nats_serve_the_same_users() {
+    let url = fresh_postgres_url("nats_nodes").await;
+    let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let a = start(&["--store", &url, "--hub", &nats]);
+    let b = start(&["--store", &url, "--hub", &nats]);
+    let on_a = a.login("nats-alice").await;
+    let mut stream = a.stream(&on_a, None).await;
+    let (status, created) = b
+        .notify(
+            &on_a,
+            json!({"user": "nats-alice", "title": "through node b"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let event = stream.next_event(WAIT).await.unwrap();
+    assert_eq!(data(&event)["notification"]["title"], "through node b");
+}

@@ -1,7 +1,8 @@
 //! Cross-node delivery latency: a notification created through node B
 //! (store + hub publish) until its bytes are read by a client connected to
-//! node A, over loopback, on Redis (`RedisHub` + `RedisStore`) and on
-//! PostgreSQL alone (`PostgresHub` + `SqlStore`). Same-node delivery with
+//! node A, over loopback, on Redis (`RedisHub` + `RedisStore`), on
+//! PostgreSQL alone (`PostgresHub` + `SqlStore`) and on NATS (`NatsHub`
+//! with the Redis store, so only the hub differs from the Redis row). Same-node delivery with
 //! the in-memory hub is measured the same way for comparison.
 //!
 //! `cargo run --release -p sse-benches --bin cross-node [-- COUNT]`
@@ -19,6 +20,7 @@ use sse_core::{
     CookieSessionAuthenticator, Hub, InMemoryHub, InMemorySessions, NewNotification, Notifier,
     Principal,
 };
+use sse_nats::NatsHub;
 use sse_redis::{RedisHub, RedisStore};
 use sse_sqlx::{PostgresHub, SqlStore};
 use sse_tower::SseService;
@@ -124,6 +126,7 @@ async fn main() {
         ),
     )
     .await;
+    let store_for_nats = store.clone();
     let (cross, asked) = across(&a, &b, count).await;
     let local = node(store, Arc::new(InMemoryHub::new())).await;
     let same = along(&local, count).await;
@@ -149,6 +152,19 @@ async fn main() {
         count * 5,
     )
     .await;
+    let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let nats_prefix = format!("bench{}", std::process::id());
+    let nats_hub = || async {
+        NatsHub::builder(&nats)
+            .prefix(&nats_prefix)
+            .connect()
+            .await
+            .unwrap()
+    };
+    let a = node(store_for_nats.clone(), Arc::new(nats_hub().await)).await;
+    let b = node(store_for_nats.clone(), Arc::new(nats_hub().await)).await;
+    let (nats_cross, nats_asked) = across(&a, &b, count).await;
+    let nats_rate = throughput(&nats_hub().await, &nats_hub().await, count * 5).await;
     let redis_rate = throughput(
         &RedisHub::builder(&redis)
             .prefix(&prefix)
@@ -181,11 +197,17 @@ async fn main() {
         "`Hub::presence` of a user on another node (PostgresHub)",
         pg_asked,
     );
+    row("node B → NATS → node A → client (Redis store)", nats_cross);
+    row(
+        "`Hub::presence` of a user on another node (NatsHub)",
+        nats_asked,
+    );
     println!();
     println!("| hub | ephemeral events published one after another, received on another node |");
     println!("| --- | --- |");
     println!("| RedisHub | {redis_rate:.0}/s |");
     println!("| PostgresHub | {pg_rate:.0}/s |");
+    println!("| NatsHub | {nats_rate:.0}/s |");
 }
 
 /// Events per second from one publisher on `from` to a subscriber on `to`,

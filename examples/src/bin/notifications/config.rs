@@ -12,7 +12,7 @@ use sse_tower::origin::Origin;
     version,
     after_help = "Open the printed URL, log in with any name ([a-z0-9_-], up to 64 characters) \
 in two browsers, and send notifications between them. Several instances with \
---hub redis://… or --hub postgres://… and a shared --store serve the same users."
+--hub redis://…, postgres://… or nats://… and a shared --store serve the same users."
 )]
 pub(crate) struct Config {
     /// Listen address.
@@ -40,8 +40,8 @@ pub(crate) struct Config {
     )]
     pub(crate) store: String,
 
-    /// How events reach connections: memory, redis://HOST:PORT or
-    /// postgres://USER@HOST/DB (LISTEN/NOTIFY).
+    /// How events reach connections: memory, redis://HOST:PORT,
+    /// postgres://USER@HOST/DB (LISTEN/NOTIFY) or nats://HOST:PORT.
     #[arg(long, env = "SSE_HUB", value_name = "URL", default_value = "memory")]
     pub(crate) hub: String,
 

@@ -21,6 +21,7 @@ use sse_core::{
     Audience, CookieSessionAuthenticator, Hub, InMemoryHub, InMemorySessions, InMemoryStore,
     Notifier,
 };
+use sse_nats::NatsHub;
 use sse_redis::{RedisHub, RedisSessions, RedisStore};
 use sse_sqlx::{PostgresHub, SqlSessions, SqlStore};
 use sse_tower::origin::{Origin, RequestOrigin};
@@ -107,9 +108,15 @@ async fn run(config: Config) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?,
         )
+    } else if config.hub.starts_with("nats://") {
+        Arc::new(
+            NatsHub::connect(&config.hub)
+                .await
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         return Err(format!(
-            "unsupported --hub {:?}: use memory, redis://HOST:PORT or postgres://USER@HOST/DB",
+            "unsupported --hub {:?}: use memory, redis://HOST:PORT, postgres://USER@HOST/DB or nats://HOST:PORT",
             config.hub
         ));
     };
