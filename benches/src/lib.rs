@@ -75,3 +75,8 @@ pub fn rss_kib(pid: u32) -> u64 {
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
+
+/// `NATS_URL`, or the local NATS server.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}

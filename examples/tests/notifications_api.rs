@@ -806,6 +806,68 @@ async fn the_page_and_api_carry_security_headers() {
 }
 
 #[tokio::test]
+async fn an_operator_broadcast_reaches_every_user_live_and_on_replay() {
+    const TOKEN: &str = "operator-token-0123";
+    let off = memory_app();
+    let body = json!({"title": "Maintenance at 22:00"});
+    let (status, _) = off
+        .json("POST", "/api/broadcasts", None, Some(body.clone()))
+        .await;
+    assert_eq!(status, 404, "broadcasts are off without --admin-token");
+
+    let app = start(&["--store", "memory", "--admin-token", TOKEN]);
+    let alice = app.login("alice").await;
+    let bob = app.login_org("bob", "acme").await;
+    let mut alice_live = app.stream(&alice, None).await;
+    // Bob's stream closed after its `connected`: he replays what he missed.
+    let mut bob_before = app
+        .send(Request::get("/api/notifications/stream").header("cookie", &bob))
+        .await
+        .1;
+    let connected = bob_before.next_event(WAIT).await.unwrap();
+    drop(bob_before);
+
+    let post = |authorization: Option<String>| {
+        let mut request = Request::new("POST", "/api/broadcasts")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        request
+    };
+    assert_eq!(app.send(post(None)).await.0, 401);
+    assert_eq!(app.send(post(Some("Bearer wrong".into()))).await.0, 401);
+    // A session is not an operator.
+    let as_alice = post(None).header("cookie", &alice);
+    assert_eq!(app.send(as_alice).await.0, 401);
+    let (status, _, sent) = app.send(post(Some(format!("Bearer {TOKEN}")))).await;
+    assert_eq!(status, 201);
+    let sent: Value = serde_json::from_slice(&sent).unwrap();
+    assert_eq!(sent["title"], "Maintenance at 22:00");
+
+    let live = next_skipping_presence(&mut alice_live).await;
+    assert_eq!(
+        (live.event_type.as_str(), data(&live)),
+        ("broadcast", sent.clone())
+    );
+    let mut bob_back = app.stream(&bob, Some(&connected.last_event_id)).await;
+    let replayed = next_skipping_presence(&mut bob_back).await;
+    assert_eq!(
+        (replayed.event_type.as_str(), data(&replayed)),
+        ("broadcast", sent)
+    );
+
+    let bad = Request::new("POST", "/api/broadcasts")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(json!({"title": " "}).to_string());
+    let (status, _, body) = app.send(bad).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((status, body["field"].as_str()), (400, Some("title")));
+}
+
+#[tokio::test]
 async fn metrics_access_is_configurable() {
     let off = start(&["--store", "memory", "--metrics", "off"]);
     assert_eq!(off.send(Request::get("/metrics")).await.0, 404);
@@ -922,6 +984,10 @@ fn help_documents_every_flag_and_bad_flags_exit_2() {
         "--hub",
         "SSE_HUB",
         "--max-connections-per-user",
+        "--admin-token",
+        "SSE_ADMIN_TOKEN",
+        "--hub-prefix",
+        "SSE_HUB_PREFIX",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }

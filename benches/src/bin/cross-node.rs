@@ -152,7 +152,7 @@ async fn main() {
         count * 5,
     )
     .await;
-    let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let nats = sse_benches::nats_url();
     let nats_prefix = format!("bench{}", std::process::id());
     let nats_hub = || async {
         NatsHub::builder(&nats)

@@ -451,6 +451,72 @@ pub(crate) async fn announce(
     Ok((StatusCode::CREATED, Json(announcement)).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Broadcast {
+    title: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// A broadcast, as stored in the everyone history and sent to every user.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Broadcasted {
+    id: String,
+    title: String,
+    message: String,
+    created_at: Timestamp,
+}
+
+/// `POST /api/broadcasts` with `Authorization: Bearer <--admin-token>`: a
+/// durable `broadcast` event to every user. Every open stream receives it
+/// live; a stream that was away replays it with `Last-Event-ID`.
+pub(crate) async fn broadcast(
+    State(crate::Admin(admin)): State<crate::Admin>,
+    Notify(notifier): Notify,
+    headers: HeaderMap,
+    Json(broadcast): Json<Broadcast>,
+) -> Result<Response, AppError> {
+    let Some(admin) = admin else {
+        return Err(ApiError::not_found("broadcasts are off: start with --admin-token").into());
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|token| admin.matches(token)) {
+        return Err(ApiError::unauthorized(
+            "broadcasts need Authorization: Bearer <the --admin-token>",
+        )
+        .into());
+    }
+    let title = broadcast.title.trim();
+    if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
+        return Err(ApiError::invalid("title", "must be 1 to 200 characters on one line").into());
+    }
+    if broadcast.message.chars().count() > 2_000 {
+        return Err(ApiError::invalid("message", "must be at most 2000 characters").into());
+    }
+    let broadcasted = Broadcasted {
+        id: random_id(),
+        title: title.to_owned(),
+        message: broadcast.message,
+        created_at: Timestamp::now(),
+    };
+    let event = Event::builder()
+        .event("broadcast")
+        .json_data(&broadcasted)
+        .build()
+        .map_err(ApiError::from)?;
+    match notifier.publish(&Audience::Everyone, &event).await {
+        // Stored: streams get it when they reconnect and replay.
+        Ok(_) | Err(NotifyError::Publish { .. }) => {}
+        Err(error) => return Err(error.into()),
+    }
+    Ok((StatusCode::CREATED, Json(broadcasted)).into_response())
+}
+
 /// 64 random bits, as 16 hex digits.
 fn random_id() -> String {
     let mut bytes = [0u8; 8];

@@ -100,6 +100,57 @@ pub(crate) struct Config {
         value_parser = metrics_mode
     )]
     pub(crate) metrics: Metrics,
+
+    /// Lets an operator broadcast to every user: `POST /api/broadcasts`
+    /// with `Authorization: Bearer TOKEN`. Without it that endpoint is off.
+    #[arg(long, env = "SSE_ADMIN_TOKEN", value_name = "TOKEN", value_parser = token)]
+    pub(crate) admin_token: Option<AdminToken>,
+
+    /// Names this app's channels on a shared Redis or NATS (`NAME:` keys,
+    /// `NAME.` subjects) or its PostgreSQL NOTIFY channel, so that two apps
+    /// on one broker never hear each other.
+    #[arg(long, env = "SSE_HUB_PREFIX", value_name = "NAME", value_parser = hub_prefix)]
+    pub(crate) hub_prefix: Option<String>,
+}
+
+/// The operator's broadcast token (`--admin-token`). Its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct AdminToken(pub(crate) String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+impl AdminToken {
+    /// Whether `presented` is the token, in time that does not depend on
+    /// where they first differ.
+    pub(crate) fn matches(&self, presented: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+fn token(text: &str) -> Result<AdminToken, String> {
+    if text.len() < 16 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("takes at least 16 printable ASCII characters, no spaces".to_owned());
+    }
+    Ok(AdminToken(text.to_owned()))
+}
+
+fn hub_prefix(text: &str) -> Result<String, String> {
+    let ok = (1..=32).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "takes 1 to 32 characters of a-z, 0-9 and _, not {text:?}"
+        ))
+    }
 }
 
 /// Who may read `/metrics`.
@@ -155,16 +206,28 @@ mod tests {
             "https://a.example,https://b.example",
             "--metrics",
             "bearer:s3cret",
+            "--admin-token",
+            "0123456789abcdef",
+            "--hub-prefix",
+            "app_2",
         ])
         .unwrap();
         assert_eq!(config.heartbeat, Duration::from_millis(500));
         assert_eq!(config.origins.len(), 2);
         assert_eq!(config.metrics, Metrics::Bearer("s3cret".into()));
+        let admin = config.admin_token.unwrap();
+        assert!(admin.matches("0123456789abcdef"));
+        assert!(!admin.matches("0123456789abcdeF"));
+        assert!(!admin.matches("0123456789abcde"));
+        assert!(!format!("{admin:?}").contains("0123"));
+        assert_eq!(config.hub_prefix.as_deref(), Some("app_2"));
         for bad in [
             &["--heartbeat-secs", "-1"][..],
             &["--max-connections", "0"],
             &["--metrics", "bearer:"],
             &["--origin", "not an origin"],
+            &["--admin-token", "short"],
+            &["--hub-prefix", "has.dot"],
         ] {
             let args = std::iter::once("notifications").chain(bad.iter().copied());
             assert!(

@@ -30,7 +30,7 @@ use tower_http::timeout::TimeoutLayer;
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::config::{Config, Metrics};
+use crate::config::{AdminToken, Config, Metrics};
 use crate::sessions::Sessions;
 
 #[derive(Clone, FromRef)]
@@ -40,7 +40,12 @@ struct AppState {
     sessions: Sessions,
     metrics: Metrics,
     origins: Origins,
+    admin: Admin,
 }
+
+/// Who may broadcast to every user (`--admin-token`), if anyone.
+#[derive(Clone, Debug)]
+struct Admin(Option<AdminToken>);
 
 /// The origins writes and streams may come from: configured, or else the
 /// request's own `Host` over http.
@@ -94,32 +99,7 @@ fn install_prometheus() -> Result<PrometheusHandle, String> {
 
 async fn run(config: Config) -> Result<(), String> {
     let prometheus = install_prometheus()?;
-    let hub: Arc<dyn Hub> = if config.hub == "memory" {
-        Arc::new(InMemoryHub::new())
-    } else if config.hub.starts_with("redis://") || config.hub.starts_with("rediss://") {
-        Arc::new(
-            RedisHub::connect(&config.hub)
-                .await
-                .map_err(|e| e.to_string())?,
-        )
-    } else if config.hub.starts_with("postgres://") || config.hub.starts_with("postgresql://") {
-        Arc::new(
-            PostgresHub::connect(&config.hub)
-                .await
-                .map_err(|e| e.to_string())?,
-        )
-    } else if config.hub.starts_with("nats://") {
-        Arc::new(
-            NatsHub::connect(&config.hub)
-                .await
-                .map_err(|e| e.to_string())?,
-        )
-    } else {
-        return Err(format!(
-            "unsupported --hub {:?}: use memory, redis://HOST:PORT, postgres://USER@HOST/DB or nats://HOST:PORT",
-            config.hub
-        ));
-    };
+    let hub = connect_hub(&config).await?;
     // Each store is the event log and the notification inbox at once.
     let (notifier, sessions) = if config.store == "memory" {
         (
@@ -172,6 +152,7 @@ async fn run(config: Config) -> Result<(), String> {
             sessions,
             metrics: config.metrics.clone(),
             origins: Origins(config.origins.clone().into()),
+            admin: Admin(config.admin_token.clone()),
         },
         config.request_timeout,
     );
@@ -248,6 +229,7 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
         )
         .route("/api/notifications/unread-count", get(api::unread_count))
         .route("/api/announcements", post(api::announce))
+        .route("/api/broadcasts", post(api::broadcast))
         .route("/api/presence", get(api::presence))
         .route("/api/notifications/read-all", post(api::mark_all_read))
         .route("/api/notifications/{id}/read", post(api::mark_read))
@@ -329,6 +311,38 @@ async fn same_origin_writes(
             .or_insert(HeaderValue::from_static(value));
     }
     response
+}
+
+/// The hub `--hub` names, its channels named by `--hub-prefix`.
+async fn connect_hub(config: &Config) -> Result<Arc<dyn Hub>, String> {
+    let url = config.hub.as_str();
+    let prefix = config.hub_prefix.as_deref();
+    let hub: Arc<dyn Hub> = if url == "memory" {
+        Arc::new(InMemoryHub::new())
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let mut builder = RedisHub::builder(url);
+        if let Some(prefix) = prefix {
+            builder = builder.prefix(format!("{prefix}:"));
+        }
+        Arc::new(builder.connect().await.map_err(|e| e.to_string())?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut builder = PostgresHub::builder(url);
+        if let Some(prefix) = prefix {
+            builder = builder.channel(prefix);
+        }
+        Arc::new(builder.connect().await.map_err(|e| e.to_string())?)
+    } else if url.starts_with("nats://") {
+        let mut builder = NatsHub::builder(url);
+        if let Some(prefix) = prefix {
+            builder = builder.prefix(prefix);
+        }
+        Arc::new(builder.connect().await.map_err(|e| e.to_string())?)
+    } else {
+        return Err(format!(
+            "unsupported --hub {url:?}: use memory, redis://HOST:PORT, postgres://USER@HOST/DB or nats://HOST:PORT"
+        ));
+    };
+    Ok(hub)
 }
 
 /// On Ctrl+C or SIGTERM: end every stream with a jittered retry hint, then
