@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::aio::{PubSubSink, PubSubStream};
 use sse_core::{
     Audience, ConnectionId, Event, EventLog, Hub, HubError, HubStats, InMemoryHub, Presence,
     Principal, Subscription,
@@ -16,6 +16,7 @@ use sse_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::RedisError;
+use crate::connection::{Connection, Target};
 use crate::presence::{Dirty, Flusher, PresenceKeys, remote_count};
 
 /// A [`Hub`] that spans every node connected to the same Redis.
@@ -63,10 +64,12 @@ pub struct RedisHub {
 struct Inner {
     local: InMemoryHub,
     node: NodeLease,
-    publisher: ConnectionManager,
+    publisher: Connection,
     channels: Arc<Channels>,
     prefix: Arc<str>,
     subscribe_timeout: Duration,
+    /// On a Redis Cluster: publish with `SPUBLISH`.
+    cluster: bool,
     published: AtomicU64,
     link: Arc<Link>,
     presence: PresenceKeys,
@@ -211,7 +214,7 @@ impl NodeLease {
     /// Claims `preferred` (or a random id), drawing another while the id
     /// is held by a live node.
     async fn claim(
-        connection: &mut ConnectionManager,
+        connection: &mut Connection,
         prefix: &str,
         preferred: Option<u64>,
         lease: Duration,
@@ -248,7 +251,7 @@ impl NodeLease {
 
     /// Extends the lease, re-claiming the id if it expired (Redis was
     /// restarted, or the node was cut off for longer than the lease).
-    async fn renew(&self, connection: &mut ConnectionManager) -> Result<(), redis::RedisError> {
+    async fn renew(&self, connection: &mut Connection) -> Result<(), redis::RedisError> {
         let renewed: Option<String> = redis::cmd("SET")
             .arg(&self.key)
             .arg(1)
@@ -275,6 +278,20 @@ impl NodeLease {
             );
         }
         Ok(())
+    }
+}
+
+/// The key prefix on a cluster: a hash tag, so that every key of the hub
+/// lives on one slot (scripts and pipelines span several). Kept as given
+/// when it has a tag already, or off a cluster.
+pub(crate) fn slot_prefix(prefix: &str, cluster: bool) -> String {
+    let tagged = prefix
+        .find('{')
+        .is_some_and(|open| prefix[open + 1..].find('}').is_some_and(|len| len > 0));
+    if !cluster || tagged {
+        prefix.to_owned()
+    } else {
+        format!("{{{prefix}}}")
     }
 }
 
@@ -339,25 +356,23 @@ impl RedisHubBuilder {
 
     /// Connects (publisher and subscriber) and starts listening.
     pub async fn connect(self) -> Result<RedisHub, RedisError> {
-        let client = redis::Client::open(self.url.as_str()).map_err(|source| RedisError::Url {
-            url: redact(&self.url),
-            source,
-        })?;
+        let target = Target::resolve(&self.url, self.timeout).await?;
         let connect_failed = |source| RedisError::Connect {
             url: redact(&self.url),
             source,
         };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(self.max_backoff);
-        let mut publisher = ConnectionManager::new_with_config(client.clone(), config)
+        let mut publisher = target
+            .connect(self.timeout, self.max_backoff)
             .await
             .map_err(connect_failed)?;
+        let cluster = target.is_cluster();
+        // Keys (the node lease, presence) share one hash slot on a cluster:
+        // presence scripts read several of them. Channels do not: sharded
+        // channels spread over the shards by their own names.
+        let key_prefix = slot_prefix(&self.prefix, cluster);
         let node = NodeLease::claim(
             &mut publisher,
-            &self.prefix,
+            &key_prefix,
             self.node_id,
             self.ping_every * NODE_LEASE_PINGS,
         )
@@ -374,7 +389,7 @@ impl RedisHubBuilder {
         let link = Arc::new(Link::default());
         let (ready, ready_rx) = oneshot::channel();
         let listener = Listener {
-            client,
+            target,
             publisher: publisher.clone(),
             node: node.clone(),
             local: local.clone(),
@@ -395,7 +410,7 @@ impl RedisHubBuilder {
             }
             Err(_) => return Err(RedisError::Closed),
         }
-        let presence = PresenceKeys::new(&self.prefix, node.id);
+        let presence = PresenceKeys::new(&self.prefix, &key_prefix, node.id);
         let flusher = tokio::spawn(
             Flusher {
                 wake: channels.dirty.wake.clone(),
@@ -416,6 +431,7 @@ impl RedisHubBuilder {
                 channels,
                 prefix,
                 subscribe_timeout: self.timeout,
+                cluster,
                 published: AtomicU64::new(0),
                 link,
                 presence,
@@ -614,12 +630,16 @@ impl Hub for RedisHub {
             _ => self.ephemeral(audience, &event.to_wire())?,
         };
         let mut connection = self.inner.publisher.clone();
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query_async::<i64>(&mut connection)
-            .await
-            .map_err(|e| HubError::Unavailable(Box::new(e)))?;
+        redis::cmd(if self.inner.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        })
+        .arg(channel)
+        .arg(payload)
+        .query_async::<i64>(&mut connection)
+        .await
+        .map_err(|e| HubError::Unavailable(Box::new(e)))?;
         self.inner.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -689,9 +709,9 @@ impl std::fmt::Debug for RedisHub {
 
 /// The background task that owns the subscriber connection.
 struct Listener {
-    client: redis::Client,
+    target: Target,
     /// For renewing the node's id lease (a subscriber connection cannot).
-    publisher: ConnectionManager,
+    publisher: Connection,
     node: NodeLease,
     local: InMemoryHub,
     channels: Arc<Channels>,
@@ -713,13 +733,25 @@ enum Ended {
 impl Listener {
     async fn run(
         self,
+        commands: mpsc::UnboundedReceiver<Command>,
+        ready: oneshot::Sender<Result<(), redis::RedisError>>,
+    ) {
+        match self.target.clone() {
+            Target::Single(client) => self.run_single(&client, commands, ready).await,
+            Target::Cluster(seeds) => self.run_cluster(&seeds, commands, ready).await,
+        }
+    }
+
+    async fn run_single(
+        self,
+        client: &redis::Client,
         mut commands: mpsc::UnboundedReceiver<Command>,
         ready: oneshot::Sender<Result<(), redis::RedisError>>,
     ) {
         let mut ready = Some(ready);
         let mut backoff = self.min_backoff;
         loop {
-            match self.connect().await {
+            match self.connect(client).await {
                 Ok((sink, stream)) => {
                     backoff = self.min_backoff;
                     self.link.connected.store(true, Ordering::SeqCst);
@@ -759,17 +791,17 @@ impl Listener {
         }
     }
 
-    async fn connect(&self) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
-        let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+    async fn connect(
+        &self,
+        client: &redis::Client,
+    ) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
+        let pubsub = tokio::time::timeout(self.timeout, client.get_async_pubsub())
             .await
             .map_err(|_| {
                 redis::RedisError::from((redis::ErrorKind::Io, "connecting to Redis timed out"))
             })??;
         let (mut sink, stream) = pubsub.split();
-        let mut channels = self.channels.snapshot();
-        channels.push(format!("{}a", self.prefix));
-        channels.push(durable_channel(&self.prefix));
-        channels.push(connection_channel(&self.prefix, self.node.id));
+        let channels = self.all_channels();
         for chunk in channels.chunks(1_000) {
             tokio::time::timeout(self.timeout, sink.subscribe(chunk))
                 .await
@@ -795,19 +827,42 @@ impl Listener {
                     None => return Ended::Lost,
                 },
                 command = commands.recv() => match command {
-                    Some(Command::Subscribe(channels, ack)) => {
-                        if !channels.is_empty() {
-                            match tokio::time::timeout(self.timeout, sink.subscribe(&channels)).await {
-                                Ok(Ok(())) => {}
-                                _ => {
-                                    // Acknowledge anyway: the reconnect
-                                    // re-subscribes and signals missed events.
-                                    let _ = ack.send(());
-                                    return Ended::Lost;
+                    Some(Command::Subscribe(mut channels, ack)) => {
+                        // Subscriptions queued meanwhile (a connect storm)
+                        // go in the same SUBSCRIBE: one round trip for all.
+                        let mut acks = vec![ack];
+                        let mut then = None;
+                        while channels.len() < 10_000 {
+                            match commands.try_recv() {
+                                Ok(Command::Subscribe(more, ack)) => {
+                                    channels.extend(more);
+                                    acks.push(ack);
                                 }
+                                Ok(other) => {
+                                    then = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
                             }
                         }
-                        let _ = ack.send(());
+                        let subscribed = channels.is_empty()
+                            || matches!(
+                                tokio::time::timeout(self.timeout, sink.subscribe(&channels)).await,
+                                Ok(Ok(()))
+                            );
+                        // Acknowledged either way: after a failure the
+                        // reconnect re-subscribes and signals missed events.
+                        for ack in acks {
+                            let _ = ack.send(());
+                        }
+                        if !subscribed {
+                            return Ended::Lost;
+                        }
+                        if let Some(Command::Unsubscribe(channels)) = then
+                            && tokio::time::timeout(self.timeout, sink.unsubscribe(&channels)).await.is_err()
+                        {
+                            return Ended::Lost;
+                        }
                     }
                     Some(Command::Unsubscribe(channels)) => {
                         if tokio::time::timeout(self.timeout, sink.unsubscribe(&channels)).await.is_err() {
@@ -822,6 +877,125 @@ impl Listener {
                     if !matches!(tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
                         return Ended::Lost;
                     }
+                    let mut publisher = self.publisher.clone();
+                    if let Err(error) = self.node.renew(&mut publisher).await {
+                        tracing::warn!(%error, "renewing the node id lease failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The listener on a Redis Cluster: one RESP3 cluster connection whose
+    /// sharded subscriptions the client keeps on each channel's current
+    /// shard, re-subscribing after a disconnection or a failover. Each
+    /// disconnection it reports means messages may have been missed: once
+    /// the cluster answers again and the re-subscriptions have settled,
+    /// every local subscription is told to catch up from the store.
+    async fn run_cluster(
+        self,
+        seeds: &[String],
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        ready: oneshot::Sender<Result<(), redis::RedisError>>,
+    ) {
+        let (push_sender, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
+        let connected = async {
+            let client = Target::cluster_builder(seeds, self.timeout)
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(push_sender)
+                .build()?;
+            let mut connection = tokio::time::timeout(self.timeout, client.get_async_connection())
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "connecting to the Redis Cluster timed out",
+                    ))
+                })??;
+            for channel in self.all_channels() {
+                ssubscribe(&mut connection, &channel, self.timeout).await?;
+            }
+            Ok::<_, redis::RedisError>(connection)
+        };
+        let mut connection = match connected.await {
+            Ok(connection) => connection,
+            Err(error) => {
+                let _ = ready.send(Err(error));
+                return;
+            }
+        };
+        self.link.connected.store(true, Ordering::SeqCst);
+        let _ = ready.send(Ok(()));
+        // Since when messages may have been missed, and when the client
+        // last confirmed a (re-)subscription.
+        let mut missed_since: Option<tokio::time::Instant> = None;
+        let mut last_confirmation = tokio::time::Instant::now();
+        let mut last_own_subscribe = tokio::time::Instant::now();
+        let mut check = tokio::time::interval(Duration::from_millis(250));
+        let mut renew = tokio::time::interval(self.ping_every);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                push = pushes.recv() => {
+                    let Some(push) = push else { return };
+                    match push.kind {
+                        redis::PushKind::SMessage | redis::PushKind::Message => {
+                            if let [channel, payload, ..] = push.data.as_slice()
+                                && let (Some(channel), Some(payload)) = (bulk(channel), bulk(payload))
+                            {
+                                self.deliver_bytes(&String::from_utf8_lossy(channel), payload);
+                            }
+                        }
+                        redis::PushKind::Disconnection => {
+                            if missed_since.is_none() {
+                                tracing::warn!("Redis Cluster connection lost; re-subscribing");
+                            }
+                            self.link.connected.store(false, Ordering::SeqCst);
+                            missed_since.get_or_insert_with(tokio::time::Instant::now);
+                        }
+                        redis::PushKind::SSubscribe | redis::PushKind::Subscribe => {
+                            last_confirmation = tokio::time::Instant::now();
+                            // Not ours: the client re-subscribed a channel
+                            // on its shard's new or restarted primary.
+                            if last_own_subscribe.elapsed() > Duration::from_secs(1) {
+                                missed_since.get_or_insert_with(tokio::time::Instant::now);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                command = commands.recv() => match command {
+                    Some(Command::Subscribe(channels, ack)) => {
+                        for channel in &channels {
+                            if ssubscribe(&mut connection, channel, self.timeout).await.is_err() {
+                                // The client retries it with the others
+                                // once the shard answers; catch up then.
+                                missed_since.get_or_insert_with(tokio::time::Instant::now);
+                            }
+                        }
+                        last_own_subscribe = tokio::time::Instant::now();
+                        let _ = ack.send(());
+                    }
+                    Some(Command::Unsubscribe(channels)) => {
+                        for channel in &channels {
+                            let _ = tokio::time::timeout(self.timeout, connection.sunsubscribe(channel)).await;
+                        }
+                    }
+                    None => return,
+                },
+                _ = check.tick() => {
+                    let Some(since) = missed_since else { continue };
+                    let settled = since.elapsed() >= Duration::from_millis(500)
+                        && last_confirmation.elapsed() >= Duration::from_millis(250);
+                    if settled && ping(&mut connection, self.timeout).await {
+                        missed_since = None;
+                        self.link.connected.store(true, Ordering::SeqCst);
+                        self.link.reconnects.fetch_add(1, Ordering::SeqCst);
+                        tracing::info!("Redis Cluster answers again; streams catch up from the store");
+                        self.local.signal_missed_all();
+                    }
+                }
+                _ = renew.tick() => {
                     let mut publisher = self.publisher.clone();
                     if let Err(error) = self.node.renew(&mut publisher).await {
                         tracing::warn!(%error, "renewing the node id lease failed");
@@ -854,14 +1028,21 @@ impl Listener {
         }
     }
 
+    /// Every channel this node reads: its streams' and the shared ones.
+    fn all_channels(&self) -> Vec<String> {
+        let mut channels = self.channels.snapshot();
+        channels.push(format!("{}a", self.prefix));
+        channels.push(durable_channel(&self.prefix));
+        channels.push(connection_channel(&self.prefix, self.node.id));
+        channels
+    }
+
     fn deliver(&self, message: &redis::Msg) {
-        let channel = message.get_channel_name();
-        let Some((audience, frame)) = parse(
-            &self.prefix,
-            self.node.id,
-            channel,
-            message.get_payload_bytes(),
-        ) else {
+        self.deliver_bytes(message.get_channel_name(), message.get_payload_bytes());
+    }
+
+    fn deliver_bytes(&self, channel: &str, payload: &[u8]) {
+        let Some((audience, frame)) = parse(&self.prefix, self.node.id, channel, payload) else {
             tracing::warn!("ignoring a message on a channel this hub does not serve");
             return;
         };
@@ -875,6 +1056,35 @@ impl Listener {
             }
         };
         self.local.deliver(&audience, &event);
+    }
+}
+
+/// `SSUBSCRIBE` one channel (channels of one call must share a slot).
+async fn ssubscribe(
+    connection: &mut redis::cluster_async::ClusterConnection,
+    channel: &str,
+    timeout: Duration,
+) -> Result<(), redis::RedisError> {
+    tokio::time::timeout(timeout, connection.ssubscribe(channel))
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribing timed out")))?
+}
+
+async fn ping(connection: &mut redis::cluster_async::ClusterConnection, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(
+            timeout,
+            redis::cmd("PING").query_async::<redis::Value>(connection)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+fn bulk(value: &redis::Value) -> Option<&[u8]> {
+    match value {
+        redis::Value::BulkString(bytes) => Some(bytes),
+        _ => None,
     }
 }
 

@@ -10,6 +10,35 @@
 //!   over Redis streams, for teams with Redis and no SQL database.
 //! - [`RedisSessions`]: cookie sessions every node shares.
 //!
+//! # A single Redis or a Redis Cluster
+//!
+//! Every type takes a URL. One URL names a server; if it runs in cluster
+//! mode (`INFO cluster` says so) it is used as a seed of its cluster.
+//! Several URLs separated by commas (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`)
+//! are seeds of one cluster. On a cluster:
+//!
+//! - the hub publishes with `SPUBLISH` and subscribes with `SSUBSCRIBE`
+//!   (sharded pub/sub, Redis 7+): each audience's channel lives on the
+//!   shard of its slot, so pub/sub load spreads over the shards instead of
+//!   every message crossing the cluster bus. Its few keys (node lease,
+//!   presence) share one hash slot. After a disconnection or a failover
+//!   the client re-subscribes each channel on its shard's current primary,
+//!   and once the cluster answers again every local stream is told to
+//!   catch up from the store, as after a single Redis's outage;
+//! - the store keeps every key under one hash tag (one slot, so each write
+//!   is one atomic script on one shard, with its replicas for failover);
+//! - sessions write their two keys one after the other (no transaction
+//!   spans two slots);
+//! - while a shard has no primary (between a primary's death and its
+//!   replica's promotion) requests fail fast with
+//!   [`StoreError::Unavailable`](sse_core::StoreError::Unavailable)
+//!   (`503`), and succeed again once the cluster is whole.
+//!
+//! Redis replicates asynchronously: a write a primary acknowledged just
+//! before it died may be missing on the replica that takes over. Run the
+//! store's shard with `appendfsync always` and `min-replicas-to-write 1`
+//! where that matters.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use sse_core::{CookieSessionAuthenticator, InMemorySessions, Notifier};
@@ -27,6 +56,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod connection;
 mod hub;
 mod link;
 mod presence;

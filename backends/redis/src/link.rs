@@ -1,7 +1,7 @@
 //! [`Link`]: a Redis connection that fails fast while Redis is down and
 //! recovers without failing a request once it is back.
 //!
-//! A bare `ConnectionManager` makes every request wait out its reconnect
+//! A bare `Connection` makes every request wait out its reconnect
 //! attempts while Redis is down (seconds per request, so HTTP handlers
 //! hang), and after a restart the first request on the old connection fails
 //! with "broken pipe". A link instead:
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::connection::Connection;
 use sse_core::StoreError;
 
 /// How often a healthy link is probed, and how often a down one.
@@ -30,7 +30,7 @@ const PROBE_DOWN: Duration = Duration::from_millis(250);
 /// A shared, self-healing connection; cloning is cheap.
 #[derive(Clone)]
 pub(crate) struct Link {
-    manager: ConnectionManager,
+    manager: Connection,
     state: Arc<State>,
 }
 
@@ -42,7 +42,7 @@ struct State {
 impl Link {
     /// Wraps `manager` (connected) and starts its probe, which stops when
     /// the last clone of the link is dropped.
-    pub(crate) fn new(manager: ConnectionManager, probe_timeout: Duration) -> Self {
+    pub(crate) fn new(manager: Connection, probe_timeout: Duration) -> Self {
         let state = Arc::new(State {
             up: AtomicBool::new(true),
             probe_timeout,
@@ -55,7 +55,7 @@ impl Link {
     /// be down, and retries once if the connection turned out to be closed.
     pub(crate) async fn run<T, F, Fut>(&self, request: F) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if !self.state.up.load(Ordering::Relaxed) {
@@ -99,9 +99,36 @@ pub(crate) fn is_unavailable(error: &redis::RedisError) -> bool {
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
+        || is_failing_over(error)
 }
 
-async fn probe(manager: ConnectionManager, state: Weak<State>) {
+/// A Redis Cluster between a primary's death and its replica's promotion
+/// (`CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`), also inside an aborted
+/// transaction: nothing was applied, and it passes within seconds.
+fn is_failing_over(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    let transient = |kind: Option<ServerErrorKind>| {
+        matches!(
+            kind,
+            Some(
+                ServerErrorKind::ClusterDown
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+            )
+        )
+    };
+    match error.kind() {
+        ErrorKind::Server(kind) if transient(Some(kind)) => true,
+        ErrorKind::Server(ServerErrorKind::ExecAbort) => {
+            error.clone().into_server_errors().is_some_and(|errors| {
+                !errors.is_empty() && errors.iter().all(|(_, e)| transient(e.kind()))
+            })
+        }
+        _ => false,
+    }
+}
+
+async fn probe(manager: Connection, state: Weak<State>) {
     loop {
         let Some(every) = state.upgrade().map(|s| {
             if s.up.load(Ordering::Relaxed) {
@@ -135,10 +162,7 @@ async fn probe(manager: ConnectionManager, state: Weak<State>) {
 }
 
 /// `Err(None)` on a timeout.
-async fn ping(
-    manager: &ConnectionManager,
-    timeout: Duration,
-) -> Result<(), Option<redis::RedisError>> {
+async fn ping(manager: &Connection, timeout: Duration) -> Result<(), Option<redis::RedisError>> {
     let mut connection = manager.clone();
     let command = redis::cmd("PING");
     match tokio::time::timeout(

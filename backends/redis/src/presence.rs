@@ -15,10 +15,10 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 use sse_core::{Audience, InMemoryHub};
 use tokio::sync::Notify;
 
+use crate::connection::Connection;
 use crate::hub::{Channels, channel};
 
 /// The field counting every stream of a node.
@@ -49,26 +49,31 @@ impl Dirty {
 /// Where presence lives in Redis for one prefix.
 #[derive(Clone)]
 pub(crate) struct PresenceKeys {
+    /// The channel prefix: fields are channel names without it.
     prefix: String,
+    /// The key prefix (a hash tag on a cluster: every presence key on one
+    /// slot, as the count script reads them all).
+    key_prefix: String,
     nodes: String,
     own: String,
 }
 
 impl PresenceKeys {
-    pub(crate) fn new(prefix: &str, node: u64) -> Self {
+    pub(crate) fn new(prefix: &str, key_prefix: &str, node: u64) -> Self {
         Self {
             prefix: prefix.to_owned(),
-            nodes: format!("{prefix}nodes"),
+            key_prefix: key_prefix.to_owned(),
+            nodes: format!("{key_prefix}nodes"),
             own: format!("{node:016x}"),
         }
     }
 
     fn hash_prefix(&self) -> String {
-        format!("{}p:", self.prefix)
+        format!("{}p:", self.key_prefix)
     }
 
     fn own_hash(&self) -> String {
-        format!("{}p:{}", self.prefix, self.own)
+        format!("{}p:{}", self.key_prefix, self.own)
     }
 
     /// The hash field of a channel key (the channel without the prefix).
@@ -114,7 +119,7 @@ return total
 
 /// The other nodes' streams of `field`.
 pub(crate) async fn remote_count(
-    connection: &mut ConnectionManager,
+    connection: &mut Connection,
     keys: &PresenceKeys,
     field: &str,
 ) -> Result<u64, redis::RedisError> {
@@ -130,7 +135,7 @@ pub(crate) async fn remote_count(
 /// The task that mirrors this node's counts into Redis.
 pub(crate) struct Flusher {
     pub(crate) wake: Arc<Notify>,
-    pub(crate) publisher: ConnectionManager,
+    pub(crate) publisher: Connection,
     pub(crate) channels: Weak<Channels>,
     pub(crate) local: InMemoryHub,
     pub(crate) keys: PresenceKeys,

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sse_core::auth::{BoxError, IssuedSession, credential_digest};
 use sse_core::{Principal, SessionId, SessionLookup, StoreError};
 
 use crate::RedisError;
+use crate::connection::Target;
 use crate::hub::redact;
 use crate::link::Link;
 
@@ -25,6 +25,8 @@ use crate::link::Link;
 #[derive(Clone)]
 pub struct RedisSessions {
     link: Link,
+    /// On a Redis Cluster (no transaction across the two keys of a session).
+    cluster: bool,
     prefix: String,
     lifetime: Duration,
 }
@@ -33,22 +35,17 @@ impl RedisSessions {
     /// Connects to `url`, with keys under `prefix`. While Redis is down,
     /// lookups fail at once (streams and handlers answer `503`).
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, RedisError> {
-        let client = redis::Client::open(url).map_err(|source| RedisError::Url {
-            url: redact(url),
-            source,
-        })?;
         let timeout = Duration::from_secs(2);
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let manager = ConnectionManager::new_with_config(client, config)
+        let target = Target::resolve(url, timeout).await?;
+        let manager = target
+            .connect(timeout, Duration::from_secs(5))
             .await
             .map_err(|source| RedisError::Connect {
                 url: redact(url),
                 source,
             })?;
         Ok(Self {
+            cluster: target.is_cluster(),
             link: Link::new(manager, timeout),
             prefix: prefix.into(),
             lifetime: Duration::from_secs(30 * 24 * 3600),
@@ -87,27 +84,37 @@ impl RedisSessions {
         })
         .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let key = self.key(issued.credential());
-        let mut write = redis::pipe();
-        write
-            .atomic()
-            .cmd("SET")
-            .arg(&key)
-            .arg(record)
-            .arg("EX")
-            .arg(self.lifetime.as_secs())
-            .ignore()
-            .cmd("SET")
-            .arg(self.id_key(issued.id()))
-            .arg(&key)
-            .arg("EX")
-            .arg(self.lifetime.as_secs())
-            .ignore();
-        self.link
-            .run(|mut connection| {
-                let write = &write;
-                async move { write.query_async::<()>(&mut connection).await }
-            })
-            .await?;
+        let seconds = self.lifetime.as_secs();
+        let set = |key: &str, value: &str| {
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(value).arg("EX").arg(seconds);
+            set
+        };
+        let (by_credential, by_id) = (set(&key, &record), set(&self.id_key(issued.id()), &key));
+        if self.cluster {
+            // The two keys live on different slots of a cluster, where one
+            // transaction cannot span them: the id index is written second,
+            // so a session is never revocable by id before it exists.
+            for write in [&by_credential, &by_id] {
+                self.link
+                    .run(|mut connection| async move { write.query_async::<()>(&mut connection).await })
+                    .await?;
+            }
+        } else {
+            let mut write = redis::pipe();
+            write
+                .atomic()
+                .add_command(by_credential)
+                .ignore()
+                .add_command(by_id)
+                .ignore();
+            self.link
+                .run(|mut connection| {
+                    let write = &write;
+                    async move { write.query_async::<()>(&mut connection).await }
+                })
+                .await?;
+        }
         Ok(issued.into_parts().0)
     }
 

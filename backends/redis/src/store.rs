@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
 use redis::{FromRedisValue, Value};
 use sse_core::log::{Epoch, LogRecord, Replay, check_appendable};
@@ -16,6 +15,7 @@ use sse_core::{
 };
 
 use crate::RedisError;
+use crate::connection::Target;
 use crate::hub::redact;
 use crate::link::Link;
 use crate::scripts;
@@ -100,15 +100,9 @@ impl RedisStoreBuilder {
 
     /// Connects.
     pub async fn connect(self) -> Result<RedisStore, RedisError> {
-        let client = redis::Client::open(self.url.as_str()).map_err(|source| RedisError::Url {
-            url: redact(&self.url),
-            source,
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let manager = ConnectionManager::new_with_config(client, config)
+        let target = Target::resolve(&self.url, self.timeout).await?;
+        let manager = target
+            .connect(self.timeout, Duration::from_secs(5))
             .await
             .map_err(|source| RedisError::Connect {
                 url: redact(&self.url),

@@ -198,10 +198,11 @@ async fn hold(
     let mut last_event_id = String::new();
     let mut retry_ms = 1_000u64;
     let mut failures = 0u32;
+    let mut told_to_wait = None;
     loop {
         let addr = shared.args.nodes[node];
         match open(addr, source, &cookie, &last_event_id).await {
-            Ok((200, mut socket, rest)) => {
+            Ok((200, _, mut socket, rest)) => {
                 failures = 0;
                 shared.connected.fetch_add(1, Ordering::Relaxed);
                 shared.connects.fetch_add(1, Ordering::Relaxed);
@@ -216,12 +217,14 @@ async fn hold(
                 .await;
                 shared.connected.fetch_sub(1, Ordering::Relaxed);
             }
-            Ok((status, ..)) => {
+            Ok((status, retry_after, ..)) => {
                 if status == 401 {
                     shared.unauthorized.fetch_add(1, Ordering::Relaxed);
                 }
                 shared.refusals.fetch_add(1, Ordering::Relaxed);
                 failures += 1;
+                // A busy node's `Retry-After` (503, 429), jittered.
+                told_to_wait = retry_after.map(|secs| secs * 1_000);
             }
             Err(_) => {
                 shared.refusals.fetch_add(1, Ordering::Relaxed);
@@ -234,6 +237,8 @@ async fn hold(
         // failed attempt, back off with jitter.
         let wait = if failures == 0 {
             retry_ms
+        } else if let Some(ms) = told_to_wait.take() {
+            ms / 2 + now_micros() % ms.max(1)
         } else {
             let base = (100u64 << failures.min(5)).min(3_000);
             base / 2 + now_micros() % (base / 2)
@@ -250,7 +255,7 @@ async fn open(
     source: Ipv4Addr,
     cookie: &str,
     last_event_id: &str,
-) -> std::io::Result<(u16, TcpStream, Vec<u8>)> {
+) -> std::io::Result<(u16, Option<u64>, TcpStream, Vec<u8>)> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((source, 0)))?;
     let mut stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
@@ -278,18 +283,23 @@ async fn open(
             let mut response = httparse::Response::new(&mut headers);
             match response.parse(&head) {
                 Ok(httparse::Status::Complete(len)) => {
-                    return Ok((response.code.unwrap_or(0), len));
+                    let retry_after = response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok());
+                    return Ok((response.code.unwrap_or(0), retry_after, len));
                 }
                 Ok(httparse::Status::Partial) => {}
                 Err(e) => return Err(std::io::Error::other(e)),
             }
         }
     };
-    let (status, len) = tokio::time::timeout(Duration::from_secs(30), read_head)
+    let (status, retry_after, len) = tokio::time::timeout(Duration::from_secs(30), read_head)
         .await
         .map_err(|_| std::io::Error::other("no response head in 30 s"))??;
     let rest = head.split_off(len);
-    Ok((status, stream, rest))
+    Ok((status, retry_after, stream, rest))
 }
 
 #[derive(Deserialize)]

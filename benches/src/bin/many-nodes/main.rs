@@ -159,6 +159,8 @@ struct EngineResult {
     unexpected: u64,
     leaked: u64,
     unauthorized: u64,
+    /// From the last send to the verdict.
+    settle_s: f64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -306,6 +308,21 @@ async fn broadcast(addr: SocketAddr, index: u32) -> Result<(), String> {
     }
 }
 
+/// Waits until the nodes are idle (together under a tenth of a core over
+/// a second), at most `limit`: what connecting set off (presence news,
+/// mirrors) is done before anything is timed. Returns the time it took.
+async fn settle(nodes: &[Node], limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let before: f64 = nodes.iter().filter_map(Node::pid).map(cpu_seconds).sum();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after: f64 = nodes.iter().filter_map(Node::pid).map(cpu_seconds).sum();
+        if after - before < 0.1 || started.elapsed() > limit {
+            return started.elapsed();
+        }
+    }
+}
+
 /// A small, seeded generator: runs are repeatable.
 struct Rng(u64);
 
@@ -406,8 +423,9 @@ async fn run_engine(
     }
     let connect_all_s = started.elapsed().as_secs_f64();
     eprintln!("{engine}: {total} streams connected in {connect_all_s:.1} s");
-    // Let presence news and allocator settle before reading memory.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let presence news and mirrors settle before reading memory.
+    let settled = settle(&nodes, Duration::from_secs(120)).await;
+    eprintln!("{engine}: nodes idle {:.1} s later", settled.as_secs_f64());
     let per_node = (total as f64 / plan.nodes as f64).max(1.0);
     let rss_per_stream_b: Vec<f64> = nodes
         .iter()
@@ -575,9 +593,6 @@ async fn run_engine(
     }
     stop_sending.store(true, Ordering::Relaxed);
     let send_failures = send_task.await.map_err(|e| e.to_string())?;
-    // Settle: every stream connected, the last notifications delivered.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-
     let sent = std::mem::take(&mut *sent.lock().map_err(|e| e.to_string())?);
     let sent_path = log_dir.join("sent.txt");
     let mut text = format!("{}\n", plan.broadcasts);
@@ -600,32 +615,70 @@ async fn run_engine(
         send_failures,
         ..EngineResult::default()
     };
-    let (mut targeted, mut broadcast_latency) = (Vec::new(), Vec::new());
-    for client in clients.lock().await.iter_mut() {
-        let v = client
-            .ask(&format!("verify {}", sent_path.display()))
-            .await?;
-        let field = |name: &str| v[name].as_u64().unwrap_or(0);
-        result.expected += field("expected");
-        result.delivered += field("delivered");
-        result.lost += field("lost");
-        result.duplicated += field("duplicated");
-        result.out_of_order += field("out_of_order");
-        result.unexpected += field("unexpected");
-        result.leaked += field("leaked");
-        result.unauthorized += field("unauthorized");
-        let samples = |name: &str| -> Vec<u32> {
-            v[name]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_u64())
-                .map(|x| x as u32)
-                .collect()
-        };
-        targeted.extend(samples("targeted_latency_us"));
-        broadcast_latency.extend(samples("broadcast_latency_us"));
-    }
+    // Verify once the nodes are idle, and again while anything is still
+    // missing and arriving (deliveries queued behind a reconnect storm),
+    // for at most a minute: lost is what never came.
+    let stopped = Instant::now();
+    settle(&nodes, Duration::from_secs(60)).await;
+    let mut previous_lost = u64::MAX;
+    let (targeted, broadcast_latency) = loop {
+        let (mut targeted, mut broadcast_latency) = (Vec::new(), Vec::new());
+        let mut totals = EngineResult::default();
+        for client in clients.lock().await.iter_mut() {
+            let v = client
+                .ask(&format!("verify {}", sent_path.display()))
+                .await?;
+            let field = |name: &str| v[name].as_u64().unwrap_or(0);
+            totals.expected += field("expected");
+            totals.delivered += field("delivered");
+            totals.lost += field("lost");
+            totals.duplicated += field("duplicated");
+            totals.out_of_order += field("out_of_order");
+            totals.unexpected += field("unexpected");
+            totals.leaked += field("leaked");
+            totals.unauthorized += field("unauthorized");
+            let samples = |name: &str| -> Vec<u32> {
+                v[name]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_u64())
+                    .map(|x| x as u32)
+                    .collect()
+            };
+            targeted.extend(samples("targeted_latency_us"));
+            broadcast_latency.extend(samples("broadcast_latency_us"));
+        }
+        (
+            result.expected,
+            result.delivered,
+            result.lost,
+            result.duplicated,
+        ) = (
+            totals.expected,
+            totals.delivered,
+            totals.lost,
+            totals.duplicated,
+        );
+        (
+            result.out_of_order,
+            result.unexpected,
+            result.leaked,
+            result.unauthorized,
+        ) = (
+            totals.out_of_order,
+            totals.unexpected,
+            totals.leaked,
+            totals.unauthorized,
+        );
+        let progressing = totals.lost < previous_lost;
+        previous_lost = totals.lost;
+        if totals.lost == 0 || !progressing || stopped.elapsed() > Duration::from_secs(60) {
+            break (targeted, broadcast_latency);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    result.settle_s = stopped.elapsed().as_secs_f64();
     result.targeted_us = quantiles(targeted);
     result.broadcast_us = quantiles(broadcast_latency);
     eprintln!(
