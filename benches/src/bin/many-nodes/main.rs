@@ -150,7 +150,11 @@ struct EngineResult {
     restart: Vec<Cycle>,
     kill: Vec<Cycle>,
     sent: usize,
-    send_failures: u64,
+    /// Sends refused with `503` and tried again.
+    send_refused: u64,
+    /// Sends whose answer never came (stored or not: not expected, and
+    /// counted as `unexpected` if they arrive).
+    send_ambiguous: u64,
     expected: u64,
     delivered: u64,
     lost: u64,
@@ -509,31 +513,45 @@ async fn run_engine(
         let every = Duration::from_secs_f64(1.0 / f64::from(plan.send_rate.max(1)));
         tokio::spawn(async move {
             let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-            let mut failures = 0u64;
+            let (mut refused, mut ambiguous) = (0u64, 0u64);
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 let user = rng.below(u64::from(users)) as u32;
-                let live: Vec<usize> = (0..addrs.len())
-                    .filter(|&k| stable[k].load(Ordering::Relaxed))
-                    .collect();
-                let via = addrs[live[rng.below(live.len() as u64) as usize]];
-                match notify(via, &sender, user, &format!("rr-{seq}")).await {
-                    Ok(id) => {
-                        if let Ok(mut sent) = sent.lock() {
-                            sent.push((user, id));
+                // As a client would: a 503 (refused before anything was
+                // stored, e.g. while a reconnect storm holds the session
+                // store) is tried again; an answer that never came may or
+                // may not have been stored, and is only counted.
+                for _attempt in 0..50 {
+                    let live: Vec<usize> = (0..addrs.len())
+                        .filter(|&k| stable[k].load(Ordering::Relaxed))
+                        .collect();
+                    let via = addrs[live[rng.below(live.len() as u64) as usize]];
+                    match notify(via, &sender, user, &format!("rr-{seq}")).await {
+                        Ok(id) => {
+                            if let Ok(mut sent) = sent.lock() {
+                                sent.push((user, id));
+                            }
+                            break;
                         }
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        eprintln!("send via {via} failed: {e}");
+                        Err(e) if e.starts_with("503") => {
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => {
+                            ambiguous += 1;
+                            eprintln!(
+                                "send via {via}: no answer ({e}); it may or may not be stored"
+                            );
+                            break;
+                        }
                     }
                 }
                 seq += 1;
             }
-            failures
+            (refused, ambiguous)
         })
     };
     let mut restart = Vec::new();
@@ -592,7 +610,7 @@ async fn run_engine(
         }
     }
     stop_sending.store(true, Ordering::Relaxed);
-    let send_failures = send_task.await.map_err(|e| e.to_string())?;
+    let (send_refused, send_ambiguous) = send_task.await.map_err(|e| e.to_string())?;
     let sent = std::mem::take(&mut *sent.lock().map_err(|e| e.to_string())?);
     let sent_path = log_dir.join("sent.txt");
     let mut text = format!("{}\n", plan.broadcasts);
@@ -612,7 +630,8 @@ async fn run_engine(
         restart,
         kill,
         sent: sent.len(),
-        send_failures,
+        send_refused,
+        send_ambiguous,
         ..EngineResult::default()
     };
     // Verify once the nodes are idle, and again while anything is still
@@ -747,9 +766,9 @@ fn print_markdown(results: &[EngineResult]) {
     }
     println!();
     println!(
-        "| hub | sent | expected deliveries | delivered | lost | duplicated | out of order | leaked | restart: every stream back (max) | restart: peak connects/s | kill: every stream back (max) | kill: peak connects/s |"
+        "| hub | sent | sends retried after 503 / unanswered | expected deliveries | delivered | lost | duplicated | out of order | leaked | restart: every stream back (max) | restart: peak connects/s | kill: every stream back (max) | kill: peak connects/s |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in results {
         let back = |cycles: &[Cycle]| {
             let slowest: Option<Option<u64>> = cycles
@@ -769,9 +788,11 @@ fn print_markdown(results: &[EngineResult]) {
                 .fold(0.0, f64::max)
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.0} |",
+            "| {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.0} |",
             r.engine,
             r.sent,
+            r.send_refused,
+            r.send_ambiguous,
             r.expected,
             r.delivered,
             r.lost,
