@@ -4,6 +4,10 @@
 
 mod support;
 
+/// The Redis Cluster launcher of sse-redis's tests, shared rather than copied.
+#[path = "../../backends/redis/tests/support/mod.rs"]
+mod redis_support;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -1137,6 +1141,30 @@ async fn fresh_postgres_url(name: &str) -> String {
 /// Two instances on PostgreSQL alone (hub over LISTEN/NOTIFY, store and
 /// sessions): log in on one, receive what is sent through the other, and
 /// see the other's streams in presence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_a_redis_cluster_serve_the_same_users() {
+    let cluster = redis_support::RedisCluster::start().await;
+    // The hub gets every seed; the store one, and finds the cluster.
+    let (seeds, seed) = (cluster.urls(), cluster.seed());
+    let a = start(&["--store", &seed, "--hub", &seeds]);
+    let b = start(&["--store", &seed, "--hub", &seeds]);
+    let on_a = a.login("alice").await;
+    let mut stream = b.stream(&on_a, None).await;
+    let (status, created) = a
+        .notify(
+            &on_a,
+            json!({"user": "alice", "title": "across the cluster"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let event = next_skipping_presence(&mut stream).await;
+    assert_eq!(data(&event)["notification"]["title"], "across the cluster");
+    let (_, count) = b
+        .json("GET", "/api/notifications/unread-count", Some(&on_a), None)
+        .await;
+    assert_eq!(count["count"], 1);
+}
+
 #[tokio::test]
 async fn two_instances_on_postgres_alone_serve_the_same_users() {
     let url = fresh_postgres_url("two_nodes").await;

@@ -965,16 +965,47 @@ impl Listener {
                     }
                 }
                 command = commands.recv() => match command {
-                    Some(Command::Subscribe(channels, ack)) => {
-                        for channel in &channels {
-                            if ssubscribe(&mut connection, channel, self.timeout).await.is_err() {
-                                // The client retries it with the others
-                                // once the shard answers; catch up then.
-                                missed_since.get_or_insert_with(tokio::time::Instant::now);
+                    Some(Command::Subscribe(mut channels, ack)) => {
+                        // As on one Redis, subscriptions queued meanwhile
+                        // go together; channels of one SSUBSCRIBE must share
+                        // a slot, so each goes on its own, many in flight.
+                        let mut acks = vec![ack];
+                        let mut then = None;
+                        while channels.len() < 10_000 {
+                            match commands.try_recv() {
+                                Ok(Command::Subscribe(more, ack)) => {
+                                    channels.extend(more);
+                                    acks.push(ack);
+                                }
+                                Ok(other) => {
+                                    then = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
                             }
                         }
+                        let timeout = self.timeout;
+                        let failed = futures_util::stream::iter(channels.into_iter().map(|channel| {
+                            let mut connection = connection.clone();
+                            async move { ssubscribe(&mut connection, &channel, timeout).await.is_err() }
+                        }))
+                        .buffer_unordered(256)
+                        .fold(false, |any, failed| std::future::ready(any || failed))
+                        .await;
+                        if failed {
+                            // The client retries it with the others once
+                            // the shard answers; catch up then.
+                            missed_since.get_or_insert_with(tokio::time::Instant::now);
+                        }
                         last_own_subscribe = tokio::time::Instant::now();
-                        let _ = ack.send(());
+                        for ack in acks {
+                            let _ = ack.send(());
+                        }
+                        if let Some(Command::Unsubscribe(channels)) = then {
+                            for channel in &channels {
+                                let _ = tokio::time::timeout(self.timeout, connection.sunsubscribe(channel)).await;
+                            }
+                        }
                     }
                     Some(Command::Unsubscribe(channels)) => {
                         for channel in &channels {
@@ -987,7 +1018,7 @@ impl Listener {
                     let Some(since) = missed_since else { continue };
                     let settled = since.elapsed() >= Duration::from_millis(500)
                         && last_confirmation.elapsed() >= Duration::from_millis(250);
-                    if settled && ping(&mut connection, self.timeout).await {
+                    if settled && cluster_ok(&mut connection, self.timeout).await {
                         missed_since = None;
                         self.link.connected.store(true, Ordering::SeqCst);
                         self.link.reconnects.fetch_add(1, Ordering::SeqCst);
@@ -1070,14 +1101,19 @@ async fn ssubscribe(
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribing timed out")))?
 }
 
-async fn ping(connection: &mut redis::cluster_async::ClusterConnection, timeout: Duration) -> bool {
+/// Whether the cluster serves every slot again (`cluster_state:ok`): a
+/// `PING` is answered even while a shard has no primary, and streams told
+/// to catch up then would find the store refusing.
+async fn cluster_ok(
+    connection: &mut redis::cluster_async::ClusterConnection,
+    timeout: Duration,
+) -> bool {
+    let mut command = redis::cmd("CLUSTER");
+    command.arg("INFO");
+    let info = command.query_async::<String>(connection);
     matches!(
-        tokio::time::timeout(
-            timeout,
-            redis::cmd("PING").query_async::<redis::Value>(connection)
-        )
-        .await,
-        Ok(Ok(_))
+        tokio::time::timeout(timeout, info).await,
+        Ok(Ok(info)) if info.lines().any(|line| line.trim() == "cluster_state:ok")
     )
 }
 

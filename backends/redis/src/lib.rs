@@ -23,8 +23,9 @@
 //!   every message crossing the cluster bus. Its few keys (node lease,
 //!   presence) share one hash slot. After a disconnection or a failover
 //!   the client re-subscribes each channel on its shard's current primary,
-//!   and once the cluster answers again every local stream is told to
-//!   catch up from the store, as after a single Redis's outage;
+//!   and once the cluster reports `cluster_state:ok` again every local
+//!   stream is told to catch up from the store, as after a single Redis's
+//!   outage;
 //! - the store keeps every key under one hash tag (one slot, so each write
 //!   is one atomic script on one shard, with its replicas for failover);
 //! - sessions write their two keys one after the other (no transaction
