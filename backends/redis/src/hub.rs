@@ -108,6 +108,44 @@ enum Command {
     Unsubscribe(Vec<String>),
 }
 
+/// Subscriptions queued together (a connect storm), up to the first
+/// unsubscription, which must go after them to keep Redis's view of each
+/// channel in count order.
+struct Batch {
+    channels: Vec<String>,
+    acks: Vec<oneshot::Sender<()>>,
+    then: Option<Command>,
+}
+
+impl Batch {
+    fn drain(
+        mut channels: Vec<String>,
+        ack: oneshot::Sender<()>,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Self {
+        let mut acks = vec![ack];
+        let mut then = None;
+        while channels.len() < 10_000 {
+            match commands.try_recv() {
+                Ok(Command::Subscribe(more, ack)) => {
+                    channels.extend(more);
+                    acks.push(ack);
+                }
+                Ok(other) => {
+                    then = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Self {
+            channels,
+            acks,
+            then,
+        }
+    }
+}
+
 /// Releases a subscription's channels when it drops.
 struct Lease {
     channels: Arc<Channels>,
@@ -827,24 +865,10 @@ impl Listener {
                     None => return Ended::Lost,
                 },
                 command = commands.recv() => match command {
-                    Some(Command::Subscribe(mut channels, ack)) => {
+                    Some(Command::Subscribe(channels, ack)) => {
                         // Subscriptions queued meanwhile (a connect storm)
                         // go in the same SUBSCRIBE: one round trip for all.
-                        let mut acks = vec![ack];
-                        let mut then = None;
-                        while channels.len() < 10_000 {
-                            match commands.try_recv() {
-                                Ok(Command::Subscribe(more, ack)) => {
-                                    channels.extend(more);
-                                    acks.push(ack);
-                                }
-                                Ok(other) => {
-                                    then = Some(other);
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
+                        let Batch { channels, acks, then } = Batch::drain(channels, ack, commands);
                         let subscribed = channels.is_empty()
                             || matches!(
                                 tokio::time::timeout(self.timeout, sink.subscribe(&channels)).await,
@@ -965,25 +989,11 @@ impl Listener {
                     }
                 }
                 command = commands.recv() => match command {
-                    Some(Command::Subscribe(mut channels, ack)) => {
+                    Some(Command::Subscribe(channels, ack)) => {
                         // As on one Redis, subscriptions queued meanwhile
                         // go together; channels of one SSUBSCRIBE must share
                         // a slot, so each goes on its own, many in flight.
-                        let mut acks = vec![ack];
-                        let mut then = None;
-                        while channels.len() < 10_000 {
-                            match commands.try_recv() {
-                                Ok(Command::Subscribe(more, ack)) => {
-                                    channels.extend(more);
-                                    acks.push(ack);
-                                }
-                                Ok(other) => {
-                                    then = Some(other);
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
+                        let Batch { channels, acks, then } = Batch::drain(channels, ack, &mut commands);
                         let timeout = self.timeout;
                         let failed = futures_util::stream::iter(channels.into_iter().map(|channel| {
                             let mut connection = connection.clone();

@@ -42,12 +42,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
-use sse_benches::{percentile, rss_kib};
+use sse_benches::{cpu_seconds, percentile, rss_kib};
 use sse_conformance::client::Request;
 use tokio::sync::Mutex;
 
 use crate::client::{ClientArgs, first_node, user_name};
-use crate::procs::{ClientProc, Node, NodeConfig, cpu_of_named, cpu_seconds};
+use crate::procs::{ClientProc, Node, NodeConfig, cpu_of_named};
 use crate::wire::now_micros;
 
 const ADMIN_TOKEN: &str = "many-nodes-operator-token";

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use sse_benches::cpu_seconds;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
@@ -168,23 +169,6 @@ impl ClientProc {
             .ok_or("load client exited")?;
         serde_json::from_str(&answer).map_err(|e| format!("bad answer {answer:?}: {e}"))
     }
-}
-
-/// CPU seconds (user + system) process `pid` has used, from
-/// `/proc/PID/stat` (clock ticks of 10 ms).
-pub(crate) fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// The pids of every process named `name` (`/proc/PID/comm`).

@@ -420,13 +420,7 @@ pub(crate) async fn announce(
             ApiError::forbidden("only members of an org can announce: log in with an org").into(),
         );
     };
-    let title = announce.title.trim();
-    if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
-        return Err(ApiError::invalid("title", "must be 1 to 200 characters on one line").into());
-    }
-    if announce.message.chars().count() > 2_000 {
-        return Err(ApiError::invalid("message", "must be at most 2000 characters").into());
-    }
+    let title = checked_title_and_message(&announce.title, &announce.message)?;
     let announcement = Announcement {
         id: random_id(),
         org: org.to_string(),
@@ -491,13 +485,7 @@ pub(crate) async fn broadcast(
         )
         .into());
     }
-    let title = broadcast.title.trim();
-    if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
-        return Err(ApiError::invalid("title", "must be 1 to 200 characters on one line").into());
-    }
-    if broadcast.message.chars().count() > 2_000 {
-        return Err(ApiError::invalid("message", "must be at most 2000 characters").into());
-    }
+    let title = checked_title_and_message(&broadcast.title, &broadcast.message)?;
     let broadcasted = Broadcasted {
         id: random_id(),
         title: title.to_owned(),
@@ -515,6 +503,20 @@ pub(crate) async fn broadcast(
         Err(error) => return Err(error.into()),
     }
     Ok((StatusCode::CREATED, Json(broadcasted)).into_response())
+}
+
+/// An announcement's or broadcast's title (trimmed) once both fields are
+/// valid: a title of 1 to 200 characters on one line, a message of at most
+/// 2,000.
+fn checked_title_and_message<'a>(title: &'a str, message: &str) -> Result<&'a str, AppError> {
+    let title = title.trim();
+    if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
+        return Err(ApiError::invalid("title", "must be 1 to 200 characters on one line").into());
+    }
+    if message.chars().count() > 2_000 {
+        return Err(ApiError::invalid("message", "must be at most 2000 characters").into());
+    }
+    Ok(title)
 }
 
 /// 64 random bits, as 16 hex digits.
