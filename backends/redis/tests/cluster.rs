@@ -10,7 +10,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sse_conformance::client::{Request, Response};
+use sse_conformance::client::Response;
 use sse_conformance::server::TestServer;
 use sse_core::{
     CookieSessionAuthenticator, InMemorySessions, NewNotification, NotificationStore, Notifier,
@@ -91,8 +91,6 @@ async fn sessions_work_on_a_cluster() {
     assert!(sessions.lookup(&credential).await.unwrap().is_none());
 }
 
-const WAIT: Duration = Duration::from_secs(5);
-
 struct Node {
     sse: SseService,
     hub: RedisHub,
@@ -124,26 +122,10 @@ async fn node(urls: &str, prefix: &str, store: &RedisStore) -> Node {
 }
 
 async fn open(node: &Node, sid: &str) -> Response {
-    let mut stream = Request::get("/events")
-        .header("cookie", format!("sid={sid}"))
-        .send(&node.server.authority())
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    assert_eq!(
-        stream.next_event(WAIT).await.unwrap().event_type,
-        "connected"
-    );
-    stream
+    support::open_stream(&node.server.authority(), sid).await
 }
 
-fn title(event: &sse_conformance::parser::ParsedEvent) -> String {
-    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
-    data["notification"]["title"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
+use support::title;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_killed_mid_stream_fails_over_and_every_tab_gets_everything_once_in_order() {

@@ -92,17 +92,7 @@ async fn store(prefix: &str) -> RedisStore {
 }
 
 async fn open(node: &Node, sid: &str) -> Response {
-    let mut stream = Request::get("/events")
-        .header("cookie", format!("sid={sid}"))
-        .send(&node.server.authority())
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    assert_eq!(
-        stream.next_event(WAIT).await.unwrap().event_type,
-        "connected"
-    );
-    stream
+    support::open_stream(&node.server.authority(), sid).await
 }
 
 fn position(event: &sse_conformance::parser::ParsedEvent) -> u64 {
@@ -113,13 +103,7 @@ fn position(event: &sse_conformance::parser::ParsedEvent) -> u64 {
         .position()
 }
 
-fn title(event: &sse_conformance::parser::ParsedEvent) -> String {
-    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
-    data["notification"]["title"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
+use support::title;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_created_on_node_b_reaches_a_client_on_node_a_within_100ms() {

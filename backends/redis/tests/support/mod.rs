@@ -19,6 +19,32 @@ pub fn required<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
     })
 }
 
+/// Opens the event stream of session `sid` at `authority` (a test server
+/// serving `/events`) and reads its `connected` event.
+pub async fn open_stream(authority: &str, sid: &str) -> sse_conformance::client::Response {
+    let mut stream = sse_conformance::client::Request::get("/events")
+        .header("cookie", format!("sid={sid}"))
+        .send(authority)
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let connected = stream
+        .next_event(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(connected.event_type, "connected");
+    stream
+}
+
+/// The title of a `notification` event's notification.
+pub fn title(event: &sse_conformance::parser::ParsedEvent) -> String {
+    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    data["notification"]["title"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// A `redis-server` of the test's own, on a free port, persisting to a
 /// temporary directory (so a restart keeps its data); killed on drop.
 pub struct RedisProcess {
