@@ -144,17 +144,26 @@ impl Target {
                 ))
             }
             Self::Cluster(seeds) => {
-                let client: ClusterClient = Self::cluster_builder(seeds, timeout).build()?;
-                let connection = tokio::time::timeout(timeout, client.get_async_connection())
-                    .await
-                    .map_err(|_| {
-                        redis::RedisError::from((
-                            redis::ErrorKind::Io,
-                            "connecting to the Redis Cluster timed out",
-                        ))
-                    })??;
-                Ok(Connection::Cluster(connection))
+                let client = Self::cluster_builder(seeds, timeout).build()?;
+                Ok(Connection::Cluster(
+                    connect_cluster(&client, timeout).await?,
+                ))
             }
         }
     }
+}
+
+/// A connection of `client`, within `timeout`.
+pub(crate) async fn connect_cluster(
+    client: &ClusterClient,
+    timeout: Duration,
+) -> Result<ClusterConnection, redis::RedisError> {
+    tokio::time::timeout(timeout, client.get_async_connection())
+        .await
+        .map_err(|_| {
+            redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "connecting to the Redis Cluster timed out",
+            ))
+        })?
 }

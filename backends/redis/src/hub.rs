@@ -16,7 +16,7 @@ use sse_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::RedisError;
-use crate::connection::{Connection, Target};
+use crate::connection::{Connection, Target, connect_cluster};
 use crate::presence::{Dirty, Flusher, PresenceKeys, remote_count};
 
 /// A [`Hub`] that spans every node connected to the same Redis.
@@ -928,14 +928,7 @@ impl Listener {
                 .use_protocol(redis::ProtocolVersion::RESP3)
                 .push_sender(push_sender)
                 .build()?;
-            let mut connection = tokio::time::timeout(self.timeout, client.get_async_connection())
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "connecting to the Redis Cluster timed out",
-                    ))
-                })??;
+            let mut connection = connect_cluster(&client, self.timeout).await?;
             for channel in self.all_channels() {
                 ssubscribe(&mut connection, &channel, self.timeout).await?;
             }

@@ -7,18 +7,13 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use sse_conformance::client::Response;
-use sse_conformance::server::TestServer;
 use sse_core::{
-    CookieSessionAuthenticator, InMemorySessions, NewNotification, NotificationStore, Notifier,
-    NotifyError, Principal, SessionLookup, StoreError,
+    NewNotification, NotificationStore, NotifyError, Principal, SessionLookup, StoreError,
 };
 use sse_redis::{RedisHub, RedisSessions, RedisStore};
-use sse_tower::SseService;
-use support::RedisCluster;
+use support::{RedisCluster, node, open};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_the_hub_store_and_log_pass_their_suites() {
@@ -89,40 +84,6 @@ async fn sessions_work_on_a_cluster() {
     let session = principal.session().unwrap().clone();
     assert!(sessions.revoke(&session).await.unwrap());
     assert!(sessions.lookup(&credential).await.unwrap().is_none());
-}
-
-struct Node {
-    sse: SseService,
-    hub: RedisHub,
-    server: TestServer,
-}
-
-async fn node(urls: &str, prefix: &str, store: &RedisStore) -> Node {
-    let sessions = InMemorySessions::new();
-    for (sid, user) in [("alice-0", "alice"), ("alice-1", "alice"), ("bob-0", "bob")] {
-        sessions.insert(sid, Principal::new(user).with_session(sid));
-    }
-    let hub = RedisHub::builder(urls)
-        .prefix(prefix)
-        .timeout(Duration::from_secs(1))
-        .ping_every(Duration::from_secs(1))
-        .connect()
-        .await
-        .unwrap();
-    let sse = SseService::builder(CookieSessionAuthenticator::new("sid", sessions))
-        .notifier(&Notifier::with_store(
-            Arc::new(store.clone()),
-            Arc::new(hub.clone()),
-        ))
-        .queue_capacity(10_000)
-        .replay_limit(10_000)
-        .build();
-    let server = TestServer::start(sse.clone()).await.unwrap();
-    Node { sse, hub, server }
-}
-
-async fn open(node: &Node, sid: &str) -> Response {
-    support::open_stream(&node.server.authority(), sid).await
 }
 
 use support::title;

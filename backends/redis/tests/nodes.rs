@@ -16,49 +16,9 @@ use sse_core::{
 };
 use sse_redis::{RedisHub, RedisStore};
 use sse_tower::SseService;
+use support::{Node, node, open};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-struct Node {
-    sse: SseService,
-    hub: RedisHub,
-    server: TestServer,
-}
-
-fn sessions() -> InMemorySessions {
-    let sessions = InMemorySessions::new();
-    for user in ["alice", "bob"] {
-        for tab in 0..3 {
-            sessions.insert(
-                format!("{user}-{tab}"),
-                Principal::new(user).with_session(format!("{user}-{tab}")),
-            );
-        }
-    }
-    sessions
-}
-
-async fn node(hub_url: &str, prefix: &str, store: &RedisStore) -> Node {
-    let hub = support::required(
-        RedisHub::builder(hub_url)
-            .prefix(prefix)
-            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
-            .timeout(Duration::from_secs(1))
-            .ping_every(Duration::from_secs(1))
-            .connect()
-            .await,
-    );
-    let sse = SseService::builder(CookieSessionAuthenticator::new("sid", sessions()))
-        .notifier(&Notifier::with_store(
-            Arc::new(store.clone()),
-            Arc::new(hub.clone()),
-        ))
-        .queue_capacity(10_000)
-        .replay_limit(10_000)
-        .build();
-    let server = TestServer::start(sse.clone()).await.unwrap();
-    Node { sse, hub, server }
-}
 
 /// A node on Redis at `prefix` whose stream authenticates by cookie
 /// against `sessions`, with `configure` applied to the stream's options.
@@ -89,10 +49,6 @@ async fn store(prefix: &str) -> RedisStore {
             .connect()
             .await,
     )
-}
-
-async fn open(node: &Node, sid: &str) -> Response {
-    support::open_stream(&node.server.authority(), sid).await
 }
 
 fn position(event: &sse_conformance::parser::ParsedEvent) -> u64 {

@@ -19,6 +19,65 @@ pub fn required<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
     })
 }
 
+/// A server instance: the SSE service on a `RedisHub`, served over HTTP.
+pub struct Node {
+    pub sse: sse_tower::SseService,
+    pub hub: sse_redis::RedisHub,
+    pub server: sse_conformance::server::TestServer,
+}
+
+/// Cookie sessions `alice-0`..`alice-2` and `bob-0`..`bob-2`.
+pub fn tab_sessions() -> sse_core::InMemorySessions {
+    let sessions = sse_core::InMemorySessions::new();
+    for user in ["alice", "bob"] {
+        for tab in 0..3 {
+            sessions.insert(
+                format!("{user}-{tab}"),
+                sse_core::Principal::new(user).with_session(format!("{user}-{tab}")),
+            );
+        }
+    }
+    sessions
+}
+
+/// A node whose hub reaches Redis at `hub_url` (one server, a proxy in
+/// front of it, or a cluster's seeds) under `prefix`, storing in `store`;
+/// it notices an outage within a second.
+pub async fn node(hub_url: &str, prefix: &str, store: &sse_redis::RedisStore) -> Node {
+    let hub = required(
+        sse_redis::RedisHub::builder(hub_url)
+            .prefix(prefix)
+            .reconnect_backoff(
+                std::time::Duration::from_millis(50),
+                std::time::Duration::from_millis(500),
+            )
+            .timeout(std::time::Duration::from_secs(1))
+            .ping_every(std::time::Duration::from_secs(1))
+            .connect()
+            .await,
+    );
+    let sse = sse_tower::SseService::builder(sse_core::CookieSessionAuthenticator::new(
+        "sid",
+        tab_sessions(),
+    ))
+    .notifier(&sse_core::Notifier::with_store(
+        std::sync::Arc::new(store.clone()),
+        std::sync::Arc::new(hub.clone()),
+    ))
+    .queue_capacity(10_000)
+    .replay_limit(10_000)
+    .build();
+    let server = sse_conformance::server::TestServer::start(sse.clone())
+        .await
+        .unwrap();
+    Node { sse, hub, server }
+}
+
+/// Opens session `sid`'s stream on `node`.
+pub async fn open(node: &Node, sid: &str) -> sse_conformance::client::Response {
+    open_stream(&node.server.authority(), sid).await
+}
+
 /// Opens the event stream of session `sid` at `authority` (a test server
 /// serving `/events`) and reads its `connected` event.
 pub async fn open_stream(authority: &str, sid: &str) -> sse_conformance::client::Response {
