@@ -63,8 +63,9 @@ use bytes::Bytes;
 use http::{Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -144,6 +145,13 @@ impl<S> Serve<S> {
     }
 
     /// Serves HTTP/1 only (no HTTP/2 prior knowledge).
+    ///
+    /// Each connection's task is then hyper's HTTP/1 connection alone,
+    /// about half the size of one that can also speak HTTP/2; with
+    /// [`max_read_buffer`](Serve::max_read_buffer), this is the smallest
+    /// an idle stream gets (see BENCHMARKS.md, "Memory per idle
+    /// connection"). Behind a proxy that speaks HTTP/1.1 to its upstream
+    /// (nginx, most load balancers) nothing is lost.
     pub fn http1_only(mut self) -> Self {
         self.http1_only = true;
         self
@@ -217,18 +225,11 @@ where
             max_read_buffer,
             shutdown,
         } = self;
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
-        if let Some(bytes) = max_read_buffer {
-            builder.http1().max_buf_size(bytes);
-        }
-        if http1_only {
-            builder = builder.http1_only();
-        }
-        let builder = Arc::new(builder);
+        let protocols = Arc::new(Protocols::new(
+            http1_only,
+            header_read_timeout,
+            max_read_buffer,
+        ));
         let permits = Arc::new(Semaphore::new(max_connections));
         let (stop, stopping) = watch::channel(false);
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
@@ -255,15 +256,33 @@ where
             };
             configure(&socket, stalled_reader_timeout);
             let connection = Connection {
-                builder: builder.clone(),
                 service: service.clone(),
                 stopping: stopping.clone(),
                 header_read_timeout,
             };
-            tokio::spawn(async move {
-                connection.run(socket, addr).await;
-                drop(permit);
-            });
+            // Two spawns, not one future that matches: a task is as large
+            // as its largest state, and HTTP/2's would size every HTTP/1
+            // connection's task.
+            match &*protocols {
+                Protocols::Http1(_) => {
+                    let protocols = protocols.clone();
+                    tokio::spawn(async move {
+                        if let Protocols::Http1(builder) = &*protocols {
+                            connection.run_http1(builder, socket, addr).await;
+                        }
+                        drop(permit);
+                    });
+                }
+                Protocols::Auto(_) => {
+                    let protocols = protocols.clone();
+                    tokio::spawn(async move {
+                        if let Protocols::Auto(builder) = &*protocols {
+                            connection.run_auto(builder, socket, addr).await;
+                        }
+                        drop(permit);
+                    });
+                }
+            }
         }
         drop(listener);
         let _ = stop.send(true);
@@ -298,8 +317,42 @@ async fn accept_failed(error: io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// How connections are served: HTTP/1.1 and HTTP/2 (prior knowledge), or
+/// HTTP/1.1 alone.
+enum Protocols {
+    Auto(auto::Builder<TokioExecutor>),
+    Http1(http1::Builder),
+}
+
+impl Protocols {
+    fn new(
+        http1_only: bool,
+        header_read_timeout: Duration,
+        max_read_buffer: Option<usize>,
+    ) -> Self {
+        if http1_only {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            if let Some(bytes) = max_read_buffer {
+                builder.max_buf_size(bytes);
+            }
+            return Self::Http1(builder);
+        }
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        if let Some(bytes) = max_read_buffer {
+            builder.http1().max_buf_size(bytes);
+        }
+        Self::Auto(builder)
+    }
+}
+
 struct Connection<S> {
-    builder: Arc<Builder<TokioExecutor>>,
     service: S,
     stopping: watch::Receiver<bool>,
     header_read_timeout: Duration,
@@ -315,18 +368,52 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    async fn run(mut self, socket: TcpStream, addr: SocketAddr) {
+    async fn run_auto(
+        self,
+        builder: &auto::Builder<TokioExecutor>,
+        socket: TcpStream,
+        addr: SocketAddr,
+    ) {
+        let (service, closer, started) = self.with_connection(addr);
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
+        self.drive(connection, closer, started).await;
+    }
+
+    async fn run_http1(self, builder: &http1::Builder, socket: TcpStream, addr: SocketAddr) {
+        let (service, closer, started) = self.with_connection(addr);
+        let connection = builder
+            .serve_connection(TokioIo::new(socket), service)
+            .with_upgrades();
+        self.drive(connection, closer, started).await;
+    }
+
+    fn with_connection(
+        &self,
+        addr: SocketAddr,
+    ) -> (
+        TowerToHyperService<WithConnection<S>>,
+        ConnectionCloser,
+        Arc<AtomicBool>,
+    ) {
         let closer = ConnectionCloser::new();
         let started = Arc::new(AtomicBool::new(false));
         let service = TowerToHyperService::new(WithConnection {
-            inner: self.service,
+            inner: self.service.clone(),
             closer: closer.clone(),
             addr: RemoteAddr(addr),
             started: started.clone(),
         });
-        let connection = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(socket), service);
+        (service, closer, started)
+    }
+
+    /// Runs `connection` until it ends, its closer fires, no request
+    /// arrives in time, or a graceful shutdown has drained it.
+    async fn drive<C: Served>(
+        mut self,
+        connection: C,
+        closer: ConnectionCloser,
+        started: Arc<AtomicBool>,
+    ) {
         let mut connection = std::pin::pin!(connection);
         // HTTP/1 heads are bounded by hyper's header timer once it knows
         // the protocol; this bounds the wait for the first bytes that tell.
@@ -335,7 +422,7 @@ where
         let mut awaiting_first_request = true;
         let mut draining = *self.stopping.borrow();
         if draining {
-            connection.as_mut().graceful_shutdown();
+            connection.as_mut().shut_down();
         }
         loop {
             tokio::select! {
@@ -357,11 +444,48 @@ where
                 changed = self.stopping.changed(), if !draining => {
                     if changed.is_err() || *self.stopping.borrow() {
                         draining = true;
-                        connection.as_mut().graceful_shutdown();
+                        connection.as_mut().shut_down();
                     }
                 }
             }
         }
+    }
+}
+
+/// A hyper connection future that can be shut down gracefully.
+trait Served: Future<Output = Result<(), Self::Failure>> {
+    type Failure: std::fmt::Display;
+
+    fn shut_down(self: Pin<&mut Self>);
+}
+
+impl<S, B> Served for auto::UpgradeableConnection<'_, TokioIo<TcpStream>, S, TokioExecutor>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Failure = Box<dyn StdError + Send + Sync>;
+
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<S, B> Served for http1::UpgradeableConnection<TokioIo<TcpStream>, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Failure = hyper::Error;
+
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 

@@ -54,6 +54,18 @@ async fn start(
 
 use std::future::IntoFuture;
 
+/// [`start`], serving HTTP/1.1 and HTTP/2 or (`http1_only`) HTTP/1.1 alone.
+async fn start_on(
+    http1_only: bool,
+    configure: impl FnOnce(sse_tower::Serve<SseService>) -> sse_tower::Serve<SseService>,
+) -> Server {
+    start(|s| {
+        let s = configure(s);
+        if http1_only { s.http1_only() } else { s }
+    })
+    .await
+}
+
 /// Reads until the peer closes; `Err` if it is still open after `limit`.
 async fn closed_within(socket: &mut TcpStream, limit: Duration) -> Result<Duration, String> {
     let started = Instant::now();
@@ -74,7 +86,16 @@ async fn closed_within(socket: &mut TcpStream, limit: Duration) -> Result<Durati
 
 #[tokio::test]
 async fn connections_that_send_nothing_or_dribble_their_head_are_closed() {
-    let server = start(|s| s.header_read_timeout(Duration::from_millis(300))).await;
+    for http1_only in [false, true] {
+        connections_that_send_nothing_or_dribble_their_head_are_closed_on(http1_only).await;
+    }
+}
+
+async fn connections_that_send_nothing_or_dribble_their_head_are_closed_on(http1_only: bool) {
+    let server = start_on(http1_only, |s| {
+        s.header_read_timeout(Duration::from_millis(300))
+    })
+    .await;
     let mut silent = TcpStream::connect(&server.addr).await.unwrap();
     let mut dribbling = TcpStream::connect(&server.addr).await.unwrap();
     let dribble = async {
@@ -121,7 +142,13 @@ async fn connections_that_send_nothing_or_dribble_their_head_are_closed() {
 
 #[tokio::test]
 async fn past_the_connection_cap_new_clients_wait_for_a_free_slot() {
-    let server = start(|s| s.max_connections(2)).await;
+    for http1_only in [false, true] {
+        past_the_connection_cap_new_clients_wait_for_a_free_slot_on(http1_only).await;
+    }
+}
+
+async fn past_the_connection_cap_new_clients_wait_for_a_free_slot_on(http1_only: bool) {
+    let server = start_on(http1_only, |s| s.max_connections(2)).await;
     let first = Request::get("/events")
         .header("cookie", "sid=alice")
         .send(&server.addr)
@@ -157,8 +184,22 @@ async fn past_the_connection_cap_new_clients_wait_for_a_free_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_is_closed_when_its_queue_overflows_not_after_the_stall_timeout() {
+    for http1_only in [false, true] {
+        a_stalled_reader_is_closed_when_its_queue_overflows_not_after_the_stall_timeout_on(
+            http1_only,
+        )
+        .await;
+    }
+}
+
+async fn a_stalled_reader_is_closed_when_its_queue_overflows_not_after_the_stall_timeout_on(
+    http1_only: bool,
+) {
     // The OS-level stall timeout is 30 s; the connection must go long before.
-    let server = start(|s| s.close_stalled_readers(Some(Duration::from_secs(30)))).await;
+    let server = start_on(http1_only, |s| {
+        s.close_stalled_readers(Some(Duration::from_secs(30)))
+    })
+    .await;
     let mut stalled = TcpStream::connect(&server.addr).await.unwrap();
     stalled
         .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nCookie: sid=alice\r\n\r\n")
@@ -208,7 +249,13 @@ async fn a_stalled_reader_is_closed_when_its_queue_overflows_not_after_the_stall
 
 #[tokio::test]
 async fn graceful_shutdown_ends_streams_with_retry_and_returns() {
-    let mut server = start(|s| s).await;
+    for http1_only in [false, true] {
+        graceful_shutdown_ends_streams_with_retry_and_returns_on(http1_only).await;
+    }
+}
+
+async fn graceful_shutdown_ends_streams_with_retry_and_returns_on(http1_only: bool) {
+    let mut server = start_on(http1_only, |s| s).await;
     let mut stream = Request::get("/events")
         .header("cookie", "sid=alice")
         .send(&server.addr)
@@ -226,7 +273,13 @@ async fn graceful_shutdown_ends_streams_with_retry_and_returns() {
 
 #[tokio::test]
 async fn a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap() {
-    let server = start(|s| s.max_read_buffer(8 * 1024)).await;
+    for http1_only in [false, true] {
+        a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap_on(http1_only).await;
+    }
+}
+
+async fn a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap_on(http1_only: bool) {
+    let server = start_on(http1_only, |s| s.max_read_buffer(8 * 1024)).await;
     let mut stream = Request::get("/events")
         .header("cookie", "sid=alice")
         .send(&server.addr)
@@ -264,4 +317,21 @@ async fn a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap() 
     if let Ok(response) = refused {
         assert_eq!(response.status(), 431);
     }
+}
+
+#[tokio::test]
+async fn http1_only_refuses_http2_prior_knowledge() {
+    let server = start_on(true, |s| s).await;
+    let mut socket = TcpStream::connect(&server.addr).await.unwrap();
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(3 * SECOND, socket.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer:?}"
+    );
 }

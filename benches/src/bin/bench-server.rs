@@ -23,6 +23,15 @@
 //! carries `t=<unix nanos at the publish call>` as its data.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Built with `--features jemalloc` or `--features mimalloc` to measure the
+// allocator's share (BENCHMARKS.md, "Memory per idle connection").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -131,7 +140,18 @@ impl Publisher for OursPublisher {
     }
 }
 
-async fn ours(stream: TcpListener, control_listener: TcpListener, tuned: bool) {
+/// How `ours` is served.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serving {
+    /// `axum::serve`, hyper's defaults.
+    Axum,
+    /// `sse_tower::serve`, read buffers capped at their 8 KiB floor.
+    Serve,
+    /// The same, HTTP/1.1 only.
+    ServeHttp1,
+}
+
+async fn ours(stream: TcpListener, control_listener: TcpListener, serving: Serving) {
     let hub = InMemoryHub::new();
     let store = InMemoryStore::new();
     let auth = FnAuthenticator::new(|parts| {
@@ -156,15 +176,17 @@ async fn ours(stream: TcpListener, control_listener: TcpListener, tuned: bool) {
         control_listener,
         control(Arc::new(OursPublisher(hub)), Some(store)),
     ));
-    if tuned {
-        // The layer's own server, read buffers capped at their 8 KiB floor.
-        sse_tower::serve(stream, app)
-            .max_connections(1_000_000)
-            .max_read_buffer(8 * 1024)
-            .await
-            .unwrap();
+    if serving == Serving::Axum {
+        return axum::serve(stream, app).await.unwrap();
+    }
+    // The layer's own server, read buffers capped at their 8 KiB floor.
+    let server = sse_tower::serve(stream, app)
+        .max_connections(1_000_000)
+        .max_read_buffer(8 * 1024);
+    if serving == Serving::ServeHttp1 {
+        server.http1_only().await.unwrap();
     } else {
-        axum::serve(stream, app).await.unwrap();
+        server.await.unwrap();
     }
 }
 
@@ -521,7 +543,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, stream_addr, control_addr] = args.as_slice() else {
         eprintln!(
-            "usage: bench-server ours|ours-serve|broadcast|map|raw|nchan STREAM_ADDR CONTROL_ADDR"
+            "usage: bench-server ours|ours-serve|ours-h1|broadcast|map|raw|nchan STREAM_ADDR CONTROL_ADDR"
         );
         std::process::exit(2);
     };
@@ -536,8 +558,9 @@ async fn main() {
         control_listener.local_addr().unwrap()
     );
     match mode.as_str() {
-        "ours" => ours(stream, control_listener, false).await,
-        "ours-serve" => ours(stream, control_listener, true).await,
+        "ours" => ours(stream, control_listener, Serving::Axum).await,
+        "ours-serve" => ours(stream, control_listener, Serving::Serve).await,
+        "ours-h1" => ours(stream, control_listener, Serving::ServeHttp1).await,
         "broadcast" => broadcast_mode(stream, control_listener).await,
         "map" => map_mode(stream, control_listener).await,
         "raw" => raw_mode(stream, control_listener).await,

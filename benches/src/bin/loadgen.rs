@@ -16,7 +16,10 @@
 //! `cargo run --release -p sse-benches --bin loadgen` (about 5 minutes);
 //! `-- --quick` for a small smoke run; `-- --out DIR` writes
 //! `results.json` and `latency.svg` there; `-- --replot DIR` redraws
-//! `DIR/latency.svg` from `DIR/results.json`.
+//! `DIR/latency.svg` from `DIR/results.json`; `-- --modes a,b` picks the
+//! servers, and `MODE@BIN` serves a mode by another build of
+//! `bench-server` next to this binary, such as
+//! `ours-h1@bench-server-jemalloc` (see BENCHMARKS.md for building it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
@@ -271,11 +274,12 @@ async fn wait_for(count: &AtomicU64, target: u64, limit: Duration) -> bool {
 }
 
 async fn run_mode(mode: &str, plan: &Plan) -> Results {
-    let server_bin = std::env::current_exe()
-        .unwrap()
-        .with_file_name("bench-server");
+    // `ours-h1@bench-server-jemalloc`: the mode, served by another build
+    // of bench-server next to this binary (an allocator's, say).
+    let (server_mode, binary) = mode.split_once('@').unwrap_or((mode, "bench-server"));
+    let server_bin = std::env::current_exe().unwrap().with_file_name(binary);
     let mut server = tokio::process::Command::new(&server_bin)
-        .args([mode, "127.0.0.1:0", "127.0.0.1:0"])
+        .args([server_mode, "127.0.0.1:0", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

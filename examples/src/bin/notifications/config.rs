@@ -101,6 +101,19 @@ pub(crate) struct Config {
     )]
     pub(crate) metrics: Metrics,
 
+    /// Largest request head (request line, cookies and every header) in
+    /// bytes, at least 8192; larger ones get `431`. Each open stream keeps
+    /// a read buffer of this size at most, so it bounds an idle stream's
+    /// memory too.
+    #[arg(
+        long = "max-request-head",
+        env = "SSE_MAX_REQUEST_HEAD",
+        value_name = "BYTES",
+        default_value = "8192",
+        value_parser = request_head
+    )]
+    pub(crate) max_request_head: usize,
+
     /// Lets an operator broadcast to every user: `POST /api/broadcasts`
     /// with `Authorization: Bearer TOKEN`. Without it that endpoint is off.
     #[arg(long, env = "SSE_ADMIN_TOKEN", value_name = "TOKEN", value_parser = token)]
@@ -178,6 +191,14 @@ fn positive(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("takes a positive number, not {text:?}"))
 }
 
+fn request_head(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|n: &usize| (8192..=1 << 20).contains(n))
+        .ok_or_else(|| format!("takes a number of bytes from 8192 to 1048576, not {text:?}"))
+}
+
 fn metrics_mode(text: &str) -> Result<Metrics, String> {
     match text {
         "open" => Ok(Metrics::Open),
@@ -210,8 +231,11 @@ mod tests {
             "0123456789abcdef",
             "--hub-prefix",
             "app_2",
+            "--max-request-head",
+            "16384",
         ])
         .unwrap();
+        assert_eq!(config.max_request_head, 16384);
         assert_eq!(config.heartbeat, Duration::from_millis(500));
         assert_eq!(config.origins.len(), 2);
         assert_eq!(config.metrics, Metrics::Bearer("s3cret".into()));
@@ -228,6 +252,7 @@ mod tests {
             &["--origin", "not an origin"],
             &["--admin-token", "short"],
             &["--hub-prefix", "has.dot"],
+            &["--max-request-head", "4096"],
         ] {
             let args = std::iter::once("notifications").chain(bad.iter().copied());
             assert!(

@@ -170,6 +170,7 @@ async fn run(config: Config) -> Result<(), String> {
     sse_axum::serve(listener, app)
         .max_connections(config.max_connections)
         .header_read_timeout(config.request_timeout)
+        .max_read_buffer(config.max_request_head)
         .with_graceful_shutdown(shutdown(sse))
         .await
         .map_err(|e| e.to_string())
