@@ -60,7 +60,7 @@ async fn abuse_gets_clear_answers_while_a_good_client_stays_on_time() {
 
     // Warm up, then take the memory baseline.
     for _ in 0..20 {
-        let stream = Request::get("/api/notifications/stream")
+        let stream = stream_request()
             .header("cookie", &alice)
             .send(&authority)
             .await
@@ -71,7 +71,7 @@ async fn abuse_gets_clear_answers_while_a_good_client_stays_on_time() {
     let baseline = support::rss_kib(pid);
 
     // The well-behaved client: a notification every 20 ms, timed to arrival.
-    let mut good = Request::get("/api/notifications/stream")
+    let mut good = stream_request()
         .header("cookie", &alice)
         .send(&authority)
         .await
@@ -116,10 +116,9 @@ async fn abuse_gets_clear_answers_while_a_good_client_stays_on_time() {
             let mut unauthorized = 0;
             for i in 0..200 {
                 let request = if (worker + i) % 2 == 0 {
-                    Request::get("/api/notifications/stream")
+                    stream_request()
                 } else {
-                    Request::get("/api/notifications/stream")
-                        .header("cookie", format!("sid=forged-{worker}-{i}"))
+                    stream_request().header("cookie", format!("sid=forged-{worker}-{i}"))
                 };
                 if status_of(&authority, request).await == Ok(401) {
                     unauthorized += 1;
@@ -132,7 +131,7 @@ async fn abuse_gets_clear_answers_while_a_good_client_stays_on_time() {
     // One user past the per-user limit.
     let mut held = Vec::new();
     for _ in 0..8 {
-        let stream = Request::get("/api/notifications/stream")
+        let stream = stream_request()
             .header("cookie", &mallory)
             .send(&authority)
             .await
@@ -140,7 +139,7 @@ async fn abuse_gets_clear_answers_while_a_good_client_stays_on_time() {
         assert_eq!(stream.status(), 200);
         held.push(stream);
     }
-    let over = Request::get("/api/notifications/stream")
+    let over = stream_request()
         .header("cookie", &mallory)
         .send(&authority)
         .await
@@ -150,19 +149,17 @@ async fn abuse_gets_clear_answers_while_a_good_client_stays_on_time() {
 
     // Oversized and malformed heads and cookies: a status or a closed connection.
     let huge_cookie = format!("sid={}", "x".repeat(512 * 1024));
-    let many_headers = (0..200).fold(Request::get("/api/notifications/stream"), |r, i| {
-        r.header(format!("x-h{i}"), "v")
-    });
+    let many_headers = (0..200).fold(stream_request(), |r, i| r.header(format!("x-h{i}"), "v"));
     let cases: Vec<(&str, Request, &[u16])> = vec![
         (
             "a 512 KiB cookie",
-            Request::get("/api/notifications/stream").header("cookie", &huge_cookie),
+            stream_request().header("cookie", &huge_cookie),
             &[431, 400],
         ),
         ("200 headers", many_headers, &[431, 400]),
         (
             "a 4 KiB Last-Event-ID",
-            Request::get("/api/notifications/stream")
+            stream_request()
                 .header("cookie", &alice)
                 .header("last-event-id", "9".repeat(4 * 1024)),
             &[200],
@@ -170,25 +167,24 @@ async fn abuse_gets_clear_answers_while_a_good_client_stays_on_time() {
         (
             // Past --max-request-head (8 KiB by default).
             "a 64 KiB Last-Event-ID",
-            Request::get("/api/notifications/stream")
+            stream_request()
                 .header("cookie", &alice)
                 .header("last-event-id", "9".repeat(64 * 1024)),
             &[431],
         ),
         (
             "a non-UTF-8 cookie",
-            Request::get("/api/notifications/stream")
-                .header("cookie", b"sid=\xff\xfe\x00".as_slice()),
+            stream_request().header("cookie", b"sid=\xff\xfe\x00".as_slice()),
             &[401, 400],
         ),
         (
             "a cookie of semicolons",
-            Request::get("/api/notifications/stream").header("cookie", ";;;;=;=;"),
+            stream_request().header("cookie", ";;;;=;=;"),
             &[401],
         ),
         (
             "a header without a value",
-            Request::get("/api/notifications/stream").header("cookie", ""),
+            stream_request().header("cookie", ""),
             &[401],
         ),
     ];
@@ -225,7 +221,7 @@ async fn abuse_gets_clear_answers_while_a_good_client_stays_on_time() {
     assert_eq!(status, Ok(413));
 
     // A client that never reads, while it is sent notifications.
-    let stalled = Request::get("/api/notifications/stream")
+    let stalled = stream_request()
         .header("cookie", &login(&authority, "stalled").await)
         .send(&authority)
         .await
@@ -244,7 +240,7 @@ async fn abuse_gets_clear_answers_while_a_good_client_stays_on_time() {
     }
 
     // A client that writes on its stream.
-    let mut writer = Request::get("/api/notifications/stream")
+    let mut writer = stream_request()
         .header("cookie", &login(&authority, "writer").await)
         .send(&authority)
         .await
@@ -399,4 +395,10 @@ async fn slow_and_idle_connections_are_closed_and_capped() {
         took < Duration::from_secs(5),
         "a slow body was held {took:?}"
     );
+}
+
+/// A stream request as `EventSource` sends it (the server writes such
+/// streams directly; see `sse_tower::serve`).
+fn stream_request() -> Request {
+    Request::get("/api/notifications/stream").header("accept", "text/event-stream")
 }

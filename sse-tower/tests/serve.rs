@@ -54,16 +54,53 @@ async fn start(
 
 use std::future::IntoFuture;
 
-/// [`start`], serving HTTP/1.1 and HTTP/2 or (`http1_only`) HTTP/1.1 alone.
-async fn start_on(
+/// How a test's server serves: event streams written directly or through
+/// hyper, HTTP/2 allowed or HTTP/1.1 alone.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    direct: bool,
     http1_only: bool,
+}
+
+const MODES: [Mode; 4] = [
+    Mode {
+        direct: true,
+        http1_only: false,
+    },
+    Mode {
+        direct: true,
+        http1_only: true,
+    },
+    Mode {
+        direct: false,
+        http1_only: false,
+    },
+    Mode {
+        direct: false,
+        http1_only: true,
+    },
+];
+
+/// [`start`] in `mode`.
+async fn start_on(
+    mode: Mode,
     configure: impl FnOnce(sse_tower::Serve<SseService>) -> sse_tower::Serve<SseService>,
 ) -> Server {
     start(|s| {
         let s = configure(s);
-        if http1_only { s.http1_only() } else { s }
+        let s = if mode.http1_only { s.http1_only() } else { s };
+        if mode.direct {
+            s
+        } else {
+            s.streams_through_hyper()
+        }
     })
     .await
+}
+
+/// A stream request as `EventSource` sends it.
+fn stream_request() -> Request {
+    Request::get("/events").header("accept", "text/event-stream")
 }
 
 /// Reads until the peer closes; `Err` if it is still open after `limit`.
@@ -86,16 +123,13 @@ async fn closed_within(socket: &mut TcpStream, limit: Duration) -> Result<Durati
 
 #[tokio::test]
 async fn connections_that_send_nothing_or_dribble_their_head_are_closed() {
-    for http1_only in [false, true] {
-        connections_that_send_nothing_or_dribble_their_head_are_closed_on(http1_only).await;
+    for mode in MODES {
+        connections_that_send_nothing_or_dribble_their_head_are_closed_on(mode).await;
     }
 }
 
-async fn connections_that_send_nothing_or_dribble_their_head_are_closed_on(http1_only: bool) {
-    let server = start_on(http1_only, |s| {
-        s.header_read_timeout(Duration::from_millis(300))
-    })
-    .await;
+async fn connections_that_send_nothing_or_dribble_their_head_are_closed_on(mode: Mode) {
+    let server = start_on(mode, |s| s.header_read_timeout(Duration::from_millis(300))).await;
     let mut silent = TcpStream::connect(&server.addr).await.unwrap();
     let mut dribbling = TcpStream::connect(&server.addr).await.unwrap();
     let dribble = async {
@@ -113,7 +147,7 @@ async fn connections_that_send_nothing_or_dribble_their_head_are_closed_on(http1
 
     // A keep-alive connection that went idle after a request closes too,
     // while a stream (a response in progress) stays open.
-    let mut stream = Request::get("/events")
+    let mut stream = stream_request()
         .header("cookie", "sid=alice")
         .send(&server.addr)
         .await
@@ -142,19 +176,19 @@ async fn connections_that_send_nothing_or_dribble_their_head_are_closed_on(http1
 
 #[tokio::test]
 async fn past_the_connection_cap_new_clients_wait_for_a_free_slot() {
-    for http1_only in [false, true] {
-        past_the_connection_cap_new_clients_wait_for_a_free_slot_on(http1_only).await;
+    for mode in MODES {
+        past_the_connection_cap_new_clients_wait_for_a_free_slot_on(mode).await;
     }
 }
 
-async fn past_the_connection_cap_new_clients_wait_for_a_free_slot_on(http1_only: bool) {
-    let server = start_on(http1_only, |s| s.max_connections(2)).await;
-    let first = Request::get("/events")
+async fn past_the_connection_cap_new_clients_wait_for_a_free_slot_on(mode: Mode) {
+    let server = start_on(mode, |s| s.max_connections(2)).await;
+    let first = stream_request()
         .header("cookie", "sid=alice")
         .send(&server.addr)
         .await
         .unwrap();
-    let _second = Request::get("/events")
+    let _second = stream_request()
         .header("cookie", "sid=bob")
         .send(&server.addr)
         .await
@@ -184,28 +218,26 @@ async fn past_the_connection_cap_new_clients_wait_for_a_free_slot_on(http1_only:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_is_closed_when_its_queue_overflows_not_after_the_stall_timeout() {
-    for http1_only in [false, true] {
-        a_stalled_reader_is_closed_when_its_queue_overflows_not_after_the_stall_timeout_on(
-            http1_only,
-        )
-        .await;
+    for mode in MODES {
+        a_stalled_reader_is_closed_when_its_queue_overflows_not_after_the_stall_timeout_on(mode)
+            .await;
     }
 }
 
 async fn a_stalled_reader_is_closed_when_its_queue_overflows_not_after_the_stall_timeout_on(
-    http1_only: bool,
+    mode: Mode,
 ) {
     // The OS-level stall timeout is 30 s; the connection must go long before.
-    let server = start_on(http1_only, |s| {
+    let server = start_on(mode, |s| {
         s.close_stalled_readers(Some(Duration::from_secs(30)))
     })
     .await;
     let mut stalled = TcpStream::connect(&server.addr).await.unwrap();
     stalled
-        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nCookie: sid=alice\r\n\r\n")
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nCookie: sid=alice\r\n\r\n")
         .await
         .unwrap();
-    let mut healthy = Request::get("/events")
+    let mut healthy = stream_request()
         .header("cookie", "sid=bob")
         .send(&server.addr)
         .await
@@ -249,14 +281,14 @@ async fn a_stalled_reader_is_closed_when_its_queue_overflows_not_after_the_stall
 
 #[tokio::test]
 async fn graceful_shutdown_ends_streams_with_retry_and_returns() {
-    for http1_only in [false, true] {
-        graceful_shutdown_ends_streams_with_retry_and_returns_on(http1_only).await;
+    for mode in MODES {
+        graceful_shutdown_ends_streams_with_retry_and_returns_on(mode).await;
     }
 }
 
-async fn graceful_shutdown_ends_streams_with_retry_and_returns_on(http1_only: bool) {
-    let mut server = start_on(http1_only, |s| s).await;
-    let mut stream = Request::get("/events")
+async fn graceful_shutdown_ends_streams_with_retry_and_returns_on(mode: Mode) {
+    let mut server = start_on(mode, |s| s).await;
+    let mut stream = stream_request()
         .header("cookie", "sid=alice")
         .send(&server.addr)
         .await
@@ -273,14 +305,14 @@ async fn graceful_shutdown_ends_streams_with_retry_and_returns_on(http1_only: bo
 
 #[tokio::test]
 async fn a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap() {
-    for http1_only in [false, true] {
-        a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap_on(http1_only).await;
+    for mode in MODES {
+        a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap_on(mode).await;
     }
 }
 
-async fn a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap_on(http1_only: bool) {
-    let server = start_on(http1_only, |s| s.max_read_buffer(8 * 1024)).await;
-    let mut stream = Request::get("/events")
+async fn a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap_on(mode: Mode) {
+    let server = start_on(mode, |s| s.max_read_buffer(8 * 1024)).await;
+    let mut stream = stream_request()
         .header("cookie", "sid=alice")
         .send(&server.addr)
         .await
@@ -309,7 +341,7 @@ async fn a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap_on
         ("ping", 32 * 1024)
     );
     // A 16 KiB header does not fit: 431 (or a closed connection), never a stream.
-    let refused = Request::get("/events")
+    let refused = stream_request()
         .header("cookie", "sid=alice")
         .header("x-padding", "p".repeat(16 * 1024))
         .send(&server.addr)
@@ -321,7 +353,14 @@ async fn a_capped_read_buffer_streams_as_usual_and_refuses_heads_over_the_cap_on
 
 #[tokio::test]
 async fn http1_only_refuses_http2_prior_knowledge() {
-    let server = start_on(true, |s| s).await;
+    let server = start_on(
+        Mode {
+            direct: true,
+            http1_only: true,
+        },
+        |s| s,
+    )
+    .await;
     let mut socket = TcpStream::connect(&server.addr).await.unwrap();
     socket
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -334,4 +373,145 @@ async fn http1_only_refuses_http2_prior_knowledge() {
         answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
         "{answer:?}"
     );
+}
+
+#[tokio::test]
+async fn a_direct_stream_is_chunked_http_with_the_layers_headers_and_live_events() {
+    let server = start(|s| s).await;
+    let mut stream = stream_request()
+        .header("cookie", "sid=alice")
+        .send(&server.addr)
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+    assert_eq!(stream.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(stream.header("x-accel-buffering"), Some("no"));
+    assert!(stream.header("date").is_some_and(|d| d.ends_with(" GMT")));
+    assert!(stream.header("content-length").is_none());
+    assert_eq!(
+        stream.next_event(SECOND).await.unwrap().event_type,
+        "connected"
+    );
+    let big = "y".repeat(100 * 1024);
+    for data in ["one", "two\nlines", big.as_str(), ""] {
+        server
+            .sse
+            .notifier()
+            .broadcast(
+                &sse_core::Audience::user("alice"),
+                &Event::builder().event("n").data(data).build().unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    for data in ["one", "two\nlines", big.as_str(), ""] {
+        let event = stream.next_event(SECOND).await.unwrap();
+        assert_eq!(
+            (event.event_type.as_str(), event.data.as_str()),
+            ("n", data)
+        );
+    }
+}
+
+/// Reads one response with a `Content-Length` body from `socket`, keeping
+/// what follows in `wire`; its status and body.
+async fn read_response(socket: &mut TcpStream, wire: &mut Vec<u8>) -> (u16, Vec<u8>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(len) = response.parse(wire).unwrap() {
+            let status = response.code.unwrap();
+            let length: usize = response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                .expect("a Content-Length");
+            if wire.len() >= len + length {
+                let body = wire[len..len + length].to_vec();
+                wire.drain(..len + length);
+                return (status, body);
+            }
+        }
+        let n = tokio::time::timeout(3 * SECOND, socket.read(&mut buf))
+            .await
+            .expect("a response within 3 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(wire)
+        );
+        wire.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn after_a_direct_response_the_connection_serves_pipelined_and_later_requests() {
+    let server = start(|s| s).await;
+    let mut socket = TcpStream::connect(&server.addr).await.unwrap();
+    // The first is answered directly (no session: 401); the second,
+    // pipelined behind it, and the third, sent later, by hyper.
+    socket
+        .write_all(
+            b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n\
+              GET /events HTTP/1.1\r\nHost: x\r\nCookie: sid=nobody\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut wire = Vec::new();
+    let (first, body) = read_response(&mut socket, &mut wire).await;
+    assert_eq!(first, 401, "{}", String::from_utf8_lossy(&body));
+    let (second, _) = read_response(&mut socket, &mut wire).await;
+    assert_eq!(second, 401);
+    socket
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (third, _) = read_response(&mut socket, &mut wire).await;
+    assert_eq!(third, 401);
+    assert!(wire.is_empty(), "{:?}", String::from_utf8_lossy(&wire));
+    assert!(closed_within(&mut socket, 3 * SECOND).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_direct_response_with_connection_close_closes_after_it() {
+    let server = start(|s| s).await;
+    let mut socket = TcpStream::connect(&server.addr).await.unwrap();
+    socket
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut wire = Vec::new();
+    let (status, _) = read_response(&mut socket, &mut wire).await;
+    assert_eq!(status, 401);
+    let head = String::from_utf8_lossy(&wire).to_string();
+    assert!(head.is_empty(), "{head:?}");
+    assert!(closed_within(&mut socket, 3 * SECOND).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_direct_stream_whose_client_goes_away_is_cleaned_up() {
+    let server = start(|s| s).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut stream = stream_request()
+            .header("cookie", "sid=alice")
+            .send(&server.addr)
+            .await
+            .unwrap();
+        stream.next_event(SECOND).await.unwrap();
+        streams.push(stream);
+    }
+    assert!(server.hub.index_entries() > 0);
+    drop(streams);
+    for _ in 0..300 {
+        if server.hub.index_entries() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.hub.index_entries(), 0);
 }

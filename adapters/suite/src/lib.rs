@@ -235,7 +235,9 @@ async fn many_tabs(world: Arc<World>) -> Result<(), String> {
     let mut tabs = Vec::new();
     for user in ["alice", "bob"] {
         for tab in 0..TABS {
+            // As EventSource asks: `sse_tower::serve` writes such streams directly.
             let mut stream = Request::get("/events")
+                .header("accept", "text/event-stream")
                 .header("cookie", cookie(user, tab))
                 .send(&world.authority)
                 .await
@@ -426,6 +428,7 @@ async fn extensions(world: Arc<World>) -> Result<(), String> {
         ));
     }
     let mut stream = Request::get("/events")
+        .header("accept", "text/event-stream")
         .header("x-suite-user", "carol")
         .send(&world.authority)
         .await

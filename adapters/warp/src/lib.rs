@@ -46,7 +46,7 @@
 //! # let routes = warp::any().map(|| "hi");
 //! # #[derive(Clone)] struct User;
 //! let app = tower::ServiceBuilder::new()
-//!     .map_request(|mut request: http::Request<hyper::body::Incoming>| { request.extensions_mut().insert(User); request })
+//!     .map_request(|mut request: http::Request<sse_tower::serve::RequestBody>| { request.extensions_mut().insert(User); request })
 //!     .service(sse_warp::service(routes));
 //! # let _ = app;
 //! ```
@@ -240,7 +240,7 @@ where
 /// needs it.
 pub trait WarpService:
     Service<
-        Request<hyper::body::Incoming>,
+        Request<sse_tower::serve::RequestBody>,
         Response = warp::reply::Response,
         Error = Infallible,
         Future: Send + 'static,
@@ -252,7 +252,7 @@ pub trait WarpService:
 
 impl<S> WarpService for S where
     S: Service<
-            Request<hyper::body::Incoming>,
+            Request<sse_tower::serve::RequestBody>,
             Response = warp::reply::Response,
             Error = Infallible,
             Future: Send + 'static,

@@ -1,6 +1,12 @@
 //! The servers the load generator compares, one per process:
 //!
-//! - `ours`: axum with `SseService` (in-memory hub and store);
+//! - `ours`: an axum `Router` with `SseService` (in-memory hub and store),
+//!   served by `sse_tower::serve` (what `sse_axum::serve` runs): event
+//!   streams written directly to their sockets;
+//! - `ours-axum`: the same served by `axum::serve` (hyper's defaults);
+//! - `ours-hyper`: the same served by `sse_tower::serve` with streams
+//!   through hyper, tuned as far as hyper goes (HTTP/1.1 only, 8 KiB read
+//!   buffers);
 //! - `broadcast`: what users write with plain axum — `Sse` over a
 //!   `tokio::sync::broadcast` channel, each client filtering for its user;
 //! - `map`: the seeds' connection manager — `Mutex<HashMap<user,
@@ -143,12 +149,13 @@ impl Publisher for OursPublisher {
 /// How `ours` is served.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Serving {
+    /// `sse_tower::serve` with its defaults.
+    Serve,
     /// `axum::serve`, hyper's defaults.
     Axum,
-    /// `sse_tower::serve`, read buffers capped at their 8 KiB floor.
-    Serve,
-    /// The same, HTTP/1.1 only.
-    ServeHttp1,
+    /// `sse_tower::serve`, streams through hyper, HTTP/1.1 only, read
+    /// buffers at their 8 KiB floor.
+    Hyper,
 }
 
 async fn ours(stream: TcpListener, control_listener: TcpListener, serving: Serving) {
@@ -176,17 +183,19 @@ async fn ours(stream: TcpListener, control_listener: TcpListener, serving: Servi
         control_listener,
         control(Arc::new(OursPublisher(hub)), Some(store)),
     ));
-    if serving == Serving::Axum {
-        return axum::serve(stream, app).await.unwrap();
-    }
-    // The layer's own server, read buffers capped at their 8 KiB floor.
-    let server = sse_tower::serve(stream, app)
-        .max_connections(1_000_000)
-        .max_read_buffer(8 * 1024);
-    if serving == Serving::ServeHttp1 {
-        server.http1_only().await.unwrap();
-    } else {
-        server.await.unwrap();
+    match serving {
+        Serving::Serve => sse_tower::serve(stream, app)
+            .max_connections(1_000_000)
+            .await
+            .unwrap(),
+        Serving::Axum => axum::serve(stream, app).await.unwrap(),
+        Serving::Hyper => sse_tower::serve(stream, app)
+            .max_connections(1_000_000)
+            .http1_only()
+            .max_read_buffer(8 * 1024)
+            .streams_through_hyper()
+            .await
+            .unwrap(),
     }
 }
 
@@ -543,7 +552,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, stream_addr, control_addr] = args.as_slice() else {
         eprintln!(
-            "usage: bench-server ours|ours-serve|ours-h1|broadcast|map|raw|nchan STREAM_ADDR CONTROL_ADDR"
+            "usage: bench-server ours|ours-axum|ours-hyper|broadcast|map|raw|nchan STREAM_ADDR CONTROL_ADDR"
         );
         std::process::exit(2);
     };
@@ -558,9 +567,9 @@ async fn main() {
         control_listener.local_addr().unwrap()
     );
     match mode.as_str() {
-        "ours" => ours(stream, control_listener, Serving::Axum).await,
-        "ours-serve" => ours(stream, control_listener, Serving::Serve).await,
-        "ours-h1" => ours(stream, control_listener, Serving::ServeHttp1).await,
+        "ours" => ours(stream, control_listener, Serving::Serve).await,
+        "ours-axum" => ours(stream, control_listener, Serving::Axum).await,
+        "ours-hyper" => ours(stream, control_listener, Serving::Hyper).await,
         "broadcast" => broadcast_mode(stream, control_listener).await,
         "map" => map_mode(stream, control_listener).await,
         "raw" => raw_mode(stream, control_listener).await,

@@ -19,7 +19,8 @@
 //! `DIR/latency.svg` from `DIR/results.json`; `-- --modes a,b` picks the
 //! servers, and `MODE@BIN` serves a mode by another build of
 //! `bench-server` next to this binary, such as
-//! `ours-h1@bench-server-jemalloc` (see BENCHMARKS.md for building it).
+//! `ours@bench-server-jemalloc` (see BENCHMARKS.md for building it);
+//! `-- --pin` runs this process on CPU 0 and each server on CPU 1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
@@ -48,6 +49,9 @@ struct Plan {
     latency_samples: usize,
     replay_users: usize,
     replay_events: usize,
+    /// `--pin`: this process on CPU 0, the server on CPU 1, so neither
+    /// preempts the other (how the tail latency was diagnosed).
+    pin: bool,
 }
 
 impl Plan {
@@ -60,6 +64,7 @@ impl Plan {
             latency_samples: 1_000,
             replay_users: 1_000,
             replay_events: 100,
+            pin: false,
         }
     }
 
@@ -72,6 +77,7 @@ impl Plan {
             latency_samples: 100,
             replay_users: 20,
             replay_events: 20,
+            pin: false,
         }
     }
 }
@@ -274,11 +280,18 @@ async fn wait_for(count: &AtomicU64, target: u64, limit: Duration) -> bool {
 }
 
 async fn run_mode(mode: &str, plan: &Plan) -> Results {
-    // `ours-h1@bench-server-jemalloc`: the mode, served by another build
+    // `ours@bench-server-jemalloc`: the mode, served by another build
     // of bench-server next to this binary (an allocator's, say).
     let (server_mode, binary) = mode.split_once('@').unwrap_or((mode, "bench-server"));
     let server_bin = std::env::current_exe().unwrap().with_file_name(binary);
-    let mut server = tokio::process::Command::new(&server_bin)
+    let mut server = if plan.pin {
+        let mut pinned = tokio::process::Command::new("taskset");
+        pinned.args(["-c", "1"]).arg(&server_bin);
+        pinned
+    } else {
+        tokio::process::Command::new(&server_bin)
+    };
+    let mut server = server
         .args([server_mode, "127.0.0.1:0", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -600,11 +613,23 @@ async fn main() {
         eprintln!("wrote {}/latency.svg", dir.display());
         return;
     }
-    let plan = if args.iter().any(|a| a == "--quick") {
+    let mut plan = if args.iter().any(|a| a == "--quick") {
         Plan::quick()
     } else {
         Plan::full()
     };
+    if args.iter().any(|a| a == "--pin") {
+        plan.pin = true;
+        // Every thread of this process, the runtime's included.
+        let pinned = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status();
+        assert!(
+            pinned.is_ok_and(|s| s.success()),
+            "--pin needs taskset (util-linux)"
+        );
+    }
     let out = args
         .iter()
         .position(|a| a == "--out")

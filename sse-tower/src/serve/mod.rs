@@ -36,17 +36,34 @@
 //!   with a timeout around your handlers (tower-http's `TimeoutLayer`):
 //!   they are read by your extractors, not by the server.
 //! - **Closes stalled readers at once**: each HTTP/1 request carries a
-//!   [`ConnectionCloser`], so a stream whose client stopped reading is
+//!   [`ConnectionCloser`](crate::ConnectionCloser), so a stream whose client stopped reading is
 //!   closed the moment its queue overflows; the operating system closes
 //!   any other stalled connection after
 //!   [`close_stalled_readers`](Serve::close_stalled_readers) (30 s).
+//! - **Writes event streams directly**: a connection's first request,
+//!   when it is an HTTP/1.1 `GET` with `Accept: text/event-stream` (what
+//!   `EventSource` sends) and no body, is read by `serve` itself and its
+//!   response body written straight to the socket, each frame from the
+//!   bytes the stream already holds. hyper, which serves every other
+//!   request, keeps an 8 KiB read buffer and an 8 KiB write buffer per
+//!   connection for as long as it is open; an idle stream served directly
+//!   holds neither (BENCHMARKS.md, "Memory per idle connection"). After a
+//!   direct response, a keep-alive connection goes to hyper.
+//!   [`streams_through_hyper`](Serve::streams_through_hyper) turns it off.
 //! - Sets `TCP_NODELAY` (events are small and latency matters), serves
 //!   HTTP/1.1 and HTTP/2 (prior knowledge), and on graceful shutdown stops
 //!   accepting, lets in-flight requests finish and waits for every
 //!   connection to close.
 //!
 //! Each request also carries the peer's address as a [`RemoteAddr`]
-//! extension.
+//! extension. The service gets requests with a [`RequestBody`]: an axum
+//! `Router`, a `warp::service` and an [`SseService`](crate::SseService)
+//! take any body type.
+
+mod body;
+mod direct;
+mod hyper;
+mod rewind;
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -55,23 +72,25 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Version};
+use http::{Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tower_service::Service;
 
-use crate::ConnectionCloser;
+pub use body::RequestBody;
+
+use self::direct::{Limits, Outcome};
+use self::hyper::{HyperConnection, Protocols};
+use self::rewind::Rewind;
+
+/// The longest request head the direct stream writer reads before it
+/// leaves the request to hyper, unless
+/// [`max_read_buffer`](Serve::max_read_buffer) says less.
+const DIRECT_MAX_HEAD: usize = 16 * 1024;
 
 /// The peer's address, put into every request's extensions by [`serve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +107,7 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         stalled_reader_timeout: Some(Duration::from_secs(30)),
         http1_only: false,
         max_read_buffer: None,
+        direct_streams: true,
         shutdown: None,
     }
 }
@@ -104,6 +124,7 @@ pub struct Serve<S> {
     stalled_reader_timeout: Option<Duration>,
     http1_only: bool,
     max_read_buffer: Option<usize>,
+    direct_streams: bool,
     shutdown: Option<Signal>,
 }
 
@@ -157,6 +178,14 @@ impl<S> Serve<S> {
         self
     }
 
+    /// Serves event streams through hyper like every other request,
+    /// instead of writing them directly (see the [module docs](self)).
+    /// Each idle stream then holds hyper's two buffers.
+    pub fn streams_through_hyper(mut self) -> Self {
+        self.direct_streams = false;
+        self
+    }
+
     /// Stops gracefully when `signal` resolves: stops accepting, lets
     /// in-flight requests finish and waits for every connection to close.
     /// Call [`SseService::shutdown`](crate::SseService::shutdown) in the
@@ -182,13 +211,15 @@ impl<S> std::fmt::Debug for Serve<S> {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("stalled_reader_timeout", &self.stalled_reader_timeout)
             .field("http1_only", &self.http1_only)
+            .field("max_read_buffer", &self.max_read_buffer)
+            .field("direct_streams", &self.direct_streams)
             .finish_non_exhaustive()
     }
 }
 
 impl<S, B> IntoFuture for Serve<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -206,7 +237,7 @@ where
 
 impl<S, B> Serve<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -223,6 +254,7 @@ where
             stalled_reader_timeout,
             http1_only,
             max_read_buffer,
+            direct_streams,
             shutdown,
         } = self;
         let protocols = Arc::new(Protocols::new(
@@ -230,6 +262,10 @@ where
             header_read_timeout,
             max_read_buffer,
         ));
+        let limits = Arc::new(Limits {
+            header_read_timeout,
+            max_head: max_read_buffer.unwrap_or(DIRECT_MAX_HEAD),
+        });
         let permits = Arc::new(Semaphore::new(max_connections));
         let (stop, stopping) = watch::channel(false);
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
@@ -255,34 +291,29 @@ where
                 },
             };
             configure(&socket, stalled_reader_timeout);
-            let connection = Connection {
+            let mut connection = HyperConnection {
                 service: service.clone(),
                 stopping: stopping.clone(),
                 header_read_timeout,
             };
-            // Two spawns, not one future that matches: a task is as large
-            // as its largest state, and HTTP/2's would size every HTTP/1
-            // connection's task.
-            match &*protocols {
-                Protocols::Http1(_) => {
-                    let protocols = protocols.clone();
-                    tokio::spawn(async move {
-                        if let Protocols::Http1(builder) = &*protocols {
-                            connection.run_http1(builder, socket, addr).await;
-                        }
-                        drop(permit);
-                    });
-                }
-                Protocols::Auto(_) => {
-                    let protocols = protocols.clone();
-                    tokio::spawn(async move {
-                        if let Protocols::Auto(builder) = &*protocols {
-                            connection.run_auto(builder, socket, addr).await;
-                        }
-                        drop(permit);
-                    });
-                }
+            if !direct_streams {
+                connection.spawn(&protocols, Rewind::new(Bytes::new(), socket), addr, permit);
+                continue;
             }
+            let (protocols, limits) = (protocols.clone(), limits.clone());
+            tokio::spawn(async move {
+                let outcome = direct::first_request(
+                    connection.service.clone(),
+                    socket,
+                    addr,
+                    &mut connection.stopping,
+                    &limits,
+                )
+                .await;
+                if let Outcome::HandOff(socket, read) = outcome {
+                    connection.spawn(&protocols, Rewind::new(read, socket), addr, permit);
+                }
+            });
         }
         drop(listener);
         let _ = stop.send(true);
@@ -315,210 +346,4 @@ async fn accept_failed(error: io::Error) {
     }
     tracing::warn!(%error, "accepting a connection failed; retrying in 100 ms");
     tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
-/// How connections are served: HTTP/1.1 and HTTP/2 (prior knowledge), or
-/// HTTP/1.1 alone.
-enum Protocols {
-    Auto(auto::Builder<TokioExecutor>),
-    Http1(http1::Builder),
-}
-
-impl Protocols {
-    fn new(
-        http1_only: bool,
-        header_read_timeout: Duration,
-        max_read_buffer: Option<usize>,
-    ) -> Self {
-        if http1_only {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout);
-            if let Some(bytes) = max_read_buffer {
-                builder.max_buf_size(bytes);
-            }
-            return Self::Http1(builder);
-        }
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
-        if let Some(bytes) = max_read_buffer {
-            builder.http1().max_buf_size(bytes);
-        }
-        Self::Auto(builder)
-    }
-}
-
-struct Connection<S> {
-    service: S,
-    stopping: watch::Receiver<bool>,
-    header_read_timeout: Duration,
-}
-
-impl<S, B> Connection<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    async fn run_auto(
-        self,
-        builder: &auto::Builder<TokioExecutor>,
-        socket: TcpStream,
-        addr: SocketAddr,
-    ) {
-        let (service, closer, started) = self.with_connection(addr);
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
-        self.drive(connection, closer, started).await;
-    }
-
-    async fn run_http1(self, builder: &http1::Builder, socket: TcpStream, addr: SocketAddr) {
-        let (service, closer, started) = self.with_connection(addr);
-        let connection = builder
-            .serve_connection(TokioIo::new(socket), service)
-            .with_upgrades();
-        self.drive(connection, closer, started).await;
-    }
-
-    fn with_connection(
-        &self,
-        addr: SocketAddr,
-    ) -> (
-        TowerToHyperService<WithConnection<S>>,
-        ConnectionCloser,
-        Arc<AtomicBool>,
-    ) {
-        let closer = ConnectionCloser::new();
-        let started = Arc::new(AtomicBool::new(false));
-        let service = TowerToHyperService::new(WithConnection {
-            inner: self.service.clone(),
-            closer: closer.clone(),
-            addr: RemoteAddr(addr),
-            started: started.clone(),
-        });
-        (service, closer, started)
-    }
-
-    /// Runs `connection` until it ends, its closer fires, no request
-    /// arrives in time, or a graceful shutdown has drained it.
-    async fn drive<C: Served>(
-        mut self,
-        connection: C,
-        closer: ConnectionCloser,
-        started: Arc<AtomicBool>,
-    ) {
-        let mut connection = std::pin::pin!(connection);
-        // HTTP/1 heads are bounded by hyper's header timer once it knows
-        // the protocol; this bounds the wait for the first bytes that tell.
-        let first_request = tokio::time::sleep(self.header_read_timeout);
-        let mut first_request = std::pin::pin!(first_request);
-        let mut awaiting_first_request = true;
-        let mut draining = *self.stopping.borrow();
-        if draining {
-            connection.as_mut().shut_down();
-        }
-        loop {
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = closer.closed() => return,
-                () = &mut first_request, if awaiting_first_request => {
-                    // The precondition is read when `select!` starts, which
-                    // may be before the request arrived: check again.
-                    if !started.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    awaiting_first_request = false;
-                }
-                changed = self.stopping.changed(), if !draining => {
-                    if changed.is_err() || *self.stopping.borrow() {
-                        draining = true;
-                        connection.as_mut().shut_down();
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A hyper connection future that can be shut down gracefully.
-trait Served: Future<Output = Result<(), Self::Failure>> {
-    type Failure: std::fmt::Display;
-
-    fn shut_down(self: Pin<&mut Self>);
-}
-
-impl<S, B> Served for auto::UpgradeableConnection<'_, TokioIo<TcpStream>, S, TokioExecutor>
-where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    type Failure = Box<dyn StdError + Send + Sync>;
-
-    fn shut_down(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<S, B> Served for http1::UpgradeableConnection<TokioIo<TcpStream>, S>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + 'static,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    type Failure = hyper::Error;
-
-    fn shut_down(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-/// Adds the connection's extensions to each request.
-#[derive(Clone)]
-struct WithConnection<S> {
-    inner: S,
-    closer: ConnectionCloser,
-    addr: RemoteAddr,
-    started: Arc<AtomicBool>,
-}
-
-impl<S, B> Service<Request<B>> for WithConnection<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        self.started.store(true, Ordering::Relaxed);
-        let extensions = request.extensions_mut();
-        extensions.insert(self.addr);
-        if request.version() <= Version::HTTP_11 {
-            // HTTP/2 multiplexes streams on one connection: never close it
-            // for one of them.
-            request.extensions_mut().insert(self.closer.clone());
-        }
-        self.inner.call(request)
-    }
 }

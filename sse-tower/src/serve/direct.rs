@@ -1,0 +1,550 @@
+//! The direct stream writer: a connection's first request, when it is an
+//! HTTP/1.1 `GET` that accepts `text/event-stream` and has no body, is
+//! read and answered here, the response body written straight to the
+//! socket. Anything else goes to hyper with the bytes read so far.
+//!
+//! Why: hyper gives every HTTP/1 connection an 8 KiB read buffer and an
+//! 8 KiB write buffer for as long as it is open, and an event stream is
+//! open for hours while it writes a few hundred bytes a minute. Here the
+//! head is read into a buffer that is freed once parsed, and each frame
+//! is written from the bytes the stream already holds (one `writev` of
+//! chunk size, data and CRLF), so an idle stream holds its socket, its
+//! body and this task's small state. After the response ends, a
+//! keep-alive connection goes to hyper for its next requests.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::io::{self, IoSlice, Write as _};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT, CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HeaderMap, HeaderName, HeaderValue,
+    TRANSFER_ENCODING, UPGRADE,
+};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::{RemoteAddr, RequestBody};
+use crate::ConnectionCloser;
+
+/// Headers a direct request may carry at most; more go to hyper.
+const MAX_HEADERS: usize = 64;
+
+/// What became of a connection's first request.
+pub(super) enum Outcome {
+    /// Serve the connection with hyper, these bytes first.
+    HandOff(TcpStream, Bytes),
+    /// The connection is done.
+    Closed,
+}
+
+/// What [`first_request`] needs of the server's settings.
+pub(super) struct Limits {
+    pub(super) header_read_timeout: Duration,
+    pub(super) max_head: usize,
+}
+
+/// Reads the first request head and serves it if it is an event stream's.
+pub(super) async fn first_request<S, B>(
+    service: S,
+    mut socket: TcpStream,
+    addr: SocketAddr,
+    stopping: &mut watch::Receiver<bool>,
+    limits: &Limits,
+) -> Outcome
+where
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    match read_head(&mut socket, stopping, limits).await {
+        Head::Closed => Outcome::Closed,
+        Head::Other(read) => Outcome::HandOff(socket, read),
+        Head::Stream {
+            request,
+            rest,
+            keep_alive,
+        } => {
+            let mut exchange = Exchange {
+                socket,
+                closer: ConnectionCloser::new(),
+                pending: rest,
+                max_pending: limits.max_head,
+            };
+            let keep_alive = exchange.respond(service, *request, addr, keep_alive).await;
+            if keep_alive && !*stopping.borrow() {
+                Outcome::HandOff(exchange.socket, exchange.pending.into())
+            } else {
+                Outcome::Closed
+            }
+        }
+    }
+}
+
+enum Head {
+    /// An event-stream request, and any bytes read after its head.
+    Stream {
+        request: Box<Request<RequestBody>>,
+        rest: Vec<u8>,
+        keep_alive: bool,
+    },
+    /// Anything else, as read so far.
+    Other(Bytes),
+    Closed,
+}
+
+async fn read_head(
+    socket: &mut TcpStream,
+    stopping: &mut watch::Receiver<bool>,
+    limits: &Limits,
+) -> Head {
+    if *stopping.borrow() {
+        return Head::Closed;
+    }
+    let deadline = Instant::now() + limits.header_read_timeout;
+    let mut read = Vec::with_capacity(limits.max_head.min(2048));
+    loop {
+        if read.len() == read.capacity() {
+            if read.len() >= limits.max_head {
+                // Too large to be ours; hyper applies its own limit.
+                return Head::Other(read.into());
+            }
+            read.reserve(read.len().min(limits.max_head - read.len()));
+        }
+        let got = tokio::select! {
+            biased;
+            got = tokio::time::timeout_at(deadline, socket.read_buf(&mut read)) => got,
+            _ = stopping.changed() => return Head::Closed,
+        };
+        match got {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Head::Closed,
+            Ok(Ok(_)) => {}
+        }
+        match parse(&read) {
+            Parsed::Partial => continue,
+            Parsed::Other => return Head::Other(read.into()),
+            Parsed::Stream {
+                request,
+                len,
+                keep_alive,
+            } => {
+                return Head::Stream {
+                    request,
+                    rest: read[len..].to_vec(),
+                    keep_alive,
+                };
+            }
+        }
+    }
+}
+
+enum Parsed {
+    Partial,
+    Other,
+    Stream {
+        request: Box<Request<RequestBody>>,
+        len: usize,
+        keep_alive: bool,
+    },
+}
+
+fn parse(read: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    match head.parse(read) {
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Ok(httparse::Status::Complete(len)) => match stream_request(&head) {
+            Some((request, keep_alive)) => Parsed::Stream {
+                request: Box::new(request),
+                len,
+                keep_alive,
+            },
+            None => Parsed::Other,
+        },
+        Err(_) => Parsed::Other,
+    }
+}
+
+/// The request, if it is an event stream's `GET` without a body; and
+/// whether the connection may be kept alive after it.
+fn stream_request(head: &httparse::Request<'_, '_>) -> Option<(Request<RequestBody>, bool)> {
+    if head.method != Some("GET") || head.version != Some(1) {
+        return None;
+    }
+    let path = head.path.filter(|path| path.starts_with('/'))?;
+    let uri: Uri = path.parse().ok()?;
+    let mut headers = HeaderMap::with_capacity(head.headers.len());
+    let (mut wants_stream, mut keep_alive) = (false, true);
+    for header in head.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(header.value).ok()?;
+        if name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT {
+            return None;
+        }
+        if name == CONTENT_LENGTH && value != "0" {
+            return None;
+        }
+        if name == ACCEPT && contains(value.as_bytes(), b"text/event-stream") {
+            wants_stream = true;
+        }
+        if name == CONNECTION && has_token(value.as_bytes(), "close") {
+            keep_alive = false;
+        }
+        headers.append(name, value);
+    }
+    if !wants_stream {
+        return None;
+    }
+    let mut request = Request::new(RequestBody::empty());
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Some((request, keep_alive))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle))
+}
+
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|part| part.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// One request and response on a connection this module holds.
+struct Exchange {
+    socket: TcpStream,
+    closer: ConnectionCloser,
+    /// Bytes the client sent after the request head (its next request).
+    pending: Vec<u8>,
+    max_pending: usize,
+}
+
+/// How the response body is delimited.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (`204`, `304`).
+    None,
+    /// `Content-Length`: the bytes as they are.
+    Length,
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// What the connection's task waits for while a response streams.
+enum Step {
+    Closed,
+    Frame(Option<Result<http_body::Frame<Bytes>, BoxError>>),
+    Readable(io::Result<()>),
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+impl Exchange {
+    /// Serves `request`; whether the connection can take another request.
+    async fn respond<S, B>(
+        &mut self,
+        mut service: S,
+        mut request: Request<RequestBody>,
+        addr: SocketAddr,
+        keep_alive: bool,
+    ) -> bool
+    where
+        S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>,
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        request.extensions_mut().insert(RemoteAddr(addr));
+        request.extensions_mut().insert(self.closer.clone());
+        let Ok(()) = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
+        // Boxed: the call's future lives only until the response head, and
+        // inline it would size this task for as long as the stream is open.
+        let Ok(response) = Box::pin(service.call(request)).await;
+        drop(service);
+        let (mut parts, body) = response.into_parts();
+        let mut body = std::pin::pin!(body);
+        let framing = framing(&mut parts, body.as_ref().get_ref());
+        let mut head = head(&parts, framing, keep_alive);
+        drop(parts);
+        // Most streams have their first event ready: send it with the head.
+        let mut ended = framing == Framing::None;
+        if !ended {
+            match body
+                .as_mut()
+                .poll_frame(&mut Context::from_waker(Waker::noop()))
+            {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        frame_into(&mut head, &data, framing);
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => return failed(error),
+                Poll::Ready(None) => ended = true,
+                Poll::Pending => {}
+            }
+        }
+        if ended && framing == Framing::Chunked {
+            head.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !self.write(&mut [IoSlice::new(&head)]).await {
+            return false;
+        }
+        drop(head);
+        if !ended {
+            if !self.stream(body, framing).await {
+                return false;
+            }
+            if framing == Framing::Chunked && !self.write(&mut [IoSlice::new(b"0\r\n\r\n")]).await {
+                return false;
+            }
+        }
+        keep_alive
+    }
+
+    /// Writes the body's frames as they come; `false` if the connection
+    /// must close (client gone, closer fired, body failed).
+    async fn stream<B>(&mut self, mut body: Pin<&mut B>, framing: Framing) -> bool
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        loop {
+            let step = tokio::select! {
+                biased;
+                () = self.closer.closed() => Step::Closed,
+                frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)) => {
+                    Step::Frame(frame.map(|frame| frame.map_err(Into::into)))
+                }
+                ready = self.socket.readable() => Step::Readable(ready),
+            };
+            match step {
+                Step::Closed => return false,
+                Step::Frame(None) => return true,
+                Step::Frame(Some(Err(error))) => return failed(error),
+                Step::Frame(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers: not sent on a stream
+                    };
+                    if data.is_empty() {
+                        continue; // an empty chunk would end the body
+                    }
+                    let written = if framing == Framing::Chunked {
+                        let mut size = [0u8; 18];
+                        let n = chunk_size(data.len(), &mut size);
+                        self.write(&mut [
+                            IoSlice::new(&size[..n]),
+                            IoSlice::new(&data),
+                            IoSlice::new(b"\r\n"),
+                        ])
+                        .await
+                    } else {
+                        self.write(&mut [IoSlice::new(&data)]).await
+                    };
+                    if !written {
+                        return false;
+                    }
+                }
+                Step::Readable(Err(_)) => return false,
+                Step::Readable(Ok(())) => {
+                    if !self.read_pending() {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps what the client sent while its stream is open (its next
+    /// request); `false` once it closed its side or sent more than a head.
+    fn read_pending(&mut self) -> bool {
+        let mut scratch = [0u8; 1024];
+        match self.socket.try_read(&mut scratch) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.pending.extend_from_slice(&scratch[..n]);
+                self.pending.len() <= self.max_pending
+            }
+            Err(error) => error.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+
+    /// Writes every slice, unless the closer fires first.
+    async fn write(&mut self, mut slices: &mut [IoSlice<'_>]) -> bool {
+        let (socket, closer) = (&mut self.socket, &self.closer);
+        let write = async {
+            while !slices.is_empty() {
+                let n = socket.write_vectored(slices).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                IoSlice::advance_slices(&mut slices, n);
+            }
+            Ok::<(), io::Error>(())
+        };
+        tokio::select! {
+            biased;
+            () = closer.closed() => false,
+            written = write => written.is_ok(),
+        }
+    }
+}
+
+fn failed(error: impl Into<Box<dyn StdError + Send + Sync>>) -> bool {
+    let error = error.into();
+    tracing::debug!(%error, "response body failed; closing the connection");
+    false
+}
+
+/// Chooses the framing and sets the headers that say it.
+fn framing(parts: &mut http::response::Parts, body: &impl Body) -> Framing {
+    if parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED
+    {
+        return Framing::None;
+    }
+    if parts.headers.contains_key(CONTENT_LENGTH) {
+        return Framing::Length;
+    }
+    if let Some(len) = body.size_hint().exact() {
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        return Framing::Length;
+    }
+    parts.headers.remove(TRANSFER_ENCODING);
+    Framing::Chunked
+}
+
+fn head(parts: &http::response::Parts, framing: Framing, keep_alive: bool) -> Vec<u8> {
+    let mut head = Vec::with_capacity(512);
+    let status = parts.status;
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(DATE) {
+        head.extend_from_slice(b"date: ");
+        head.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if framing == Framing::Chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if !keep_alive {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Appends `data` to `out` as the body's framing wants it.
+fn frame_into(out: &mut Vec<u8>, data: &[u8], framing: Framing) {
+    if data.is_empty() {
+        return;
+    }
+    if framing == Framing::Chunked {
+        let mut size = [0u8; 18];
+        let n = chunk_size(data.len(), &mut size);
+        out.extend_from_slice(&size[..n]);
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
+/// Writes `len` in hex and CRLF into `out`; the bytes written.
+fn chunk_size(len: usize, out: &mut [u8; 18]) -> usize {
+    let mut cursor = &mut out[..];
+    // 16 hex digits and CRLF always fit.
+    let _ = write!(cursor, "{len:x}\r\n");
+    let left = cursor.len();
+    out.len() - left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(head: &str) -> Parsed {
+        parse(head.as_bytes())
+    }
+
+    #[test]
+    fn only_an_event_stream_get_without_a_body_is_taken() {
+        let stream = "GET /events?topic=a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+        let Parsed::Stream {
+            request,
+            len,
+            keep_alive,
+        } = parsed(stream)
+        else {
+            panic!("not taken");
+        };
+        assert_eq!(len, stream.len());
+        assert!(keep_alive);
+        assert_eq!(request.uri().path(), "/events");
+        assert_eq!(request.uri().query(), Some("topic=a"));
+        assert_eq!(request.headers()["host"], "x");
+        for other in [
+            "GET /events HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /events HTTP/1.1\r\nAccept: text/event-stream\r\nContent-Length: 2\r\n\r\nhi",
+            "GET /events HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n",
+            "GET /events HTTP/1.1\r\nAccept: text/event-stream\r\nContent-Length: 5\r\n\r\n",
+            "GET /events HTTP/1.1\r\nAccept: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nAccept: text/event-stream\r\nUpgrade: websocket\r\n\r\n",
+            "GET http://x/events HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET /events HTTP/1.1\r\nAccept: text/event-stream\r\nBad Header: x\r\n\r\n",
+        ] {
+            assert!(matches!(parsed(other), Parsed::Other), "{other:?}");
+        }
+        assert!(matches!(
+            parsed("GET /events HTTP/1.1\r\nAccept: text/ev"),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn connection_close_is_honoured() {
+        let Parsed::Stream { keep_alive, .. } = parsed(
+            "GET / HTTP/1.1\r\nAccept: TEXT/EVENT-STREAM\r\nConnection: keep-alive, Close\r\n\r\n",
+        ) else {
+            panic!("not taken");
+        };
+        assert!(!keep_alive);
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_with_crlf() {
+        let mut out = [0u8; 18];
+        for (len, text) in [
+            (0, "0\r\n"),
+            (10, "a\r\n"),
+            (4096, "1000\r\n"),
+            (usize::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            let n = chunk_size(len, &mut out);
+            assert_eq!(&out[..n], text.as_bytes());
+        }
+    }
+}

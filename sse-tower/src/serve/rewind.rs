@@ -1,0 +1,96 @@
+//! A socket whose first reads return bytes already read from it.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// `socket`, with `prefix` put back in front of what it reads: the direct
+/// stream writer hands a connection to hyper with the bytes of the request
+/// it read but did not serve.
+pub(crate) struct Rewind {
+    prefix: Bytes,
+    socket: TcpStream,
+}
+
+impl Rewind {
+    pub(crate) fn new(prefix: Bytes, socket: TcpStream) -> Self {
+        Self { prefix, socket }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.has_remaining() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.socket).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn reads_the_prefix_then_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut rewound = Rewind::new(Bytes::from_static(b"GET / HT"), server);
+        client.write_all(b"TP/1.1\r\n").await.unwrap();
+        let mut read = [0; 16];
+        let mut got = Vec::new();
+        while got.len() < 16 {
+            let n = rewound.read(&mut read[..5]).await.unwrap();
+            got.extend_from_slice(&read[..n]);
+        }
+        assert_eq!(got, b"GET / HTTP/1.1\r\n");
+        rewound.write_all(b"ok").await.unwrap();
+        let mut answer = [0; 2];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"ok");
+    }
+}
