@@ -1,5 +1,5 @@
-//! Shared pieces of the benchmarks: where the databases are, quantiles and
-//! process memory.
+//! Shared pieces of the benchmarks: where the databases are, quantiles,
+//! process memory, and logging in to the example app.
 #![forbid(unsafe_code)]
 
 /// `DATABASE_URL`, or the local PostgreSQL.
@@ -98,4 +98,20 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
     (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// Logs `user` in to the example app at `addr` (`POST /api/login`); the
+/// session cookie (`name=value`) it sets.
+pub async fn login(addr: std::net::SocketAddr, user: &str) -> Result<String, String> {
+    let response = sse_conformance::client::Request::new("POST", "/api/login")
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "user": user }).to_string())
+        .send(&addr.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    response
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("login answered {}", response.status()))
 }

@@ -23,8 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sse_benches::rss_kib;
-use sse_conformance::client::Request;
+use sse_benches::{login, rss_kib};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::Command;
@@ -165,20 +164,6 @@ async fn run(mut cli: Cli) -> Result<(), String> {
     drop(streams);
     let _ = child.kill().await;
     Ok(())
-}
-
-async fn login(addr: SocketAddr, user: &str) -> Result<String, String> {
-    let response = Request::new("POST", "/api/login")
-        .header("content-type", "application/json")
-        .body(serde_json::json!({ "user": user }).to_string())
-        .send(&addr.to_string())
-        .await
-        .map_err(|e| e.to_string())?;
-    response
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .map(str::to_owned)
-        .ok_or_else(|| format!("login answered {}", response.status()))
 }
 
 /// Opens one stream and reads until its first event has arrived.

@@ -534,6 +534,40 @@ mod tests {
         assert!(!keep_alive);
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, reading it as a head never panics, and
+        /// a head taken as a stream's is one the rules allow.
+        #[test]
+        fn any_bytes_parse_without_panicking(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            if let Parsed::Stream { request, len, .. } = parse(&bytes) {
+                proptest::prop_assert!(len <= bytes.len());
+                proptest::prop_assert_eq!(request.method(), Method::GET);
+                proptest::prop_assert!(!request.headers().contains_key(TRANSFER_ENCODING));
+            }
+        }
+
+        /// Any header value a client may send reaches the service intact,
+        /// whatever is around it.
+        #[test]
+        fn header_values_reach_the_service_intact(
+            value in "[ -~]{0,200}",
+            cookie in "[!#-+--:<-\\[-~]{1,100}",
+            path in "/[a-zA-Z0-9/_.?=&%-]{0,100}",
+        ) {
+            let value = value.trim();
+            let head = format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nX-Any: {value}\r\nAccept: text/event-stream\r\nCookie: {cookie}\r\n\r\nnext"
+            );
+            let Parsed::Stream { request, len, .. } = parse(head.as_bytes()) else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("not taken: {head:?}")));
+            };
+            proptest::prop_assert_eq!(&head[len..], "next");
+            proptest::prop_assert_eq!(request.headers()["x-any"].as_bytes(), value.as_bytes());
+            proptest::prop_assert_eq!(request.headers()["cookie"].as_bytes(), cookie.as_bytes());
+            proptest::prop_assert_eq!(request.uri().to_string(), path);
+        }
+    }
+
     #[test]
     fn chunk_sizes_are_hex_with_crlf() {
         let mut out = [0u8; 18];

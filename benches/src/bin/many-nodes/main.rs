@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
-use sse_benches::{cpu_seconds, percentile, rss_kib};
+use sse_benches::{cpu_seconds, login, percentile, rss_kib};
 use sse_conformance::client::Request;
 use tokio::sync::Mutex;
 
@@ -252,20 +252,6 @@ async fn tell_all(clients: &Mutex<Vec<ClientProc>>, command: &str) -> Result<(),
         client.ask(command).await?;
     }
     Ok(())
-}
-
-async fn login(addr: SocketAddr, user: &str) -> Result<String, String> {
-    let response = Request::new("POST", "/api/login")
-        .header("content-type", "application/json")
-        .body(serde_json::json!({ "user": user }).to_string())
-        .send(&addr.to_string())
-        .await
-        .map_err(|e| e.to_string())?;
-    response
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .map(str::to_owned)
-        .ok_or_else(|| format!("login answered {}", response.status()))
 }
 
 /// `POST /api/notifications` to `user`, stamped; the stored id.
