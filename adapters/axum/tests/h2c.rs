@@ -1,5 +1,7 @@
 //! HTTP/2 with prior knowledge (h2c) through axum: the stream opens, has no
-//! `Connection` header (HTTP/2 forbids it) and events arrive.
+//! `Connection` header (HTTP/2 forbids it) and events arrive, under
+//! `axum::serve` and under `sse_axum::serve` (whose direct stream writer
+//! reads the connection's first bytes and hands HTTP/2 to hyper).
 
 use std::time::Duration;
 
@@ -15,13 +17,28 @@ use sse_conformance::parser::{Item, Parser};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_works_over_h2c() {
+    stream_over_h2c(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_works_over_h2c_under_sse_axum_serve() {
+    stream_over_h2c(true).await;
+}
+
+async fn stream_over_h2c(ours: bool) {
     let sessions = InMemorySessions::new();
     let sid = sessions.create(Principal::new("alice")).unwrap();
     let sse = SseService::builder(CookieSessionAuthenticator::new("sid", sessions)).build();
     let app = Router::new().sse_stream("/events", &sse);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = tokio::spawn(async move {
+        if ours {
+            sse_axum::serve(listener, app).await.unwrap();
+        } else {
+            axum::serve(listener, app).await.unwrap();
+        }
+    });
 
     let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) =
@@ -30,6 +47,7 @@ async fn the_stream_works_over_h2c() {
             .unwrap();
     tokio::spawn(connection);
     let request = http::Request::get(format!("http://{addr}/events"))
+        .header("accept", "text/event-stream")
         .header("cookie", format!("sid={sid}"))
         .body(Empty::<Bytes>::new())
         .unwrap();
