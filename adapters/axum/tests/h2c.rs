@@ -2,6 +2,7 @@
 //! `Connection` header (HTTP/2 forbids it) and events arrive, under
 //! `axum::serve` and under `sse_axum::serve` (whose direct stream writer
 //! reads the connection's first bytes and hands HTTP/2 to hyper).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
