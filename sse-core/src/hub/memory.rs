@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::ring::{Ring, RingReader};
 use super::sequencer::{Sequencer, Sink};
 use super::{
     Hub, HubError, HubStats, Presence, SendOutcome, Subscription, SubscriptionSender, channel,
@@ -21,9 +22,13 @@ use crate::{
 /// independently locked shards. Publishing to a user, session, group, topic
 /// or connection looks up one key and touches only the matching queues; a
 /// publish to one user among 100,000 connections does not visit the other
-/// 99,999. [`Audience::Everyone`] visits every connection, one shard at a
-/// time. No lock is held across an await or while writing to a socket: a
-/// publish only pushes into bounded queues.
+/// 99,999. Events for [`Audience::Everyone`], a group or a topic go into
+/// one shared, bounded ring per audience instead, which each subscription
+/// reads at its own pace: such a publish writes the event once and wakes
+/// only the subscriptions waiting for one (events with a [conflation
+/// key](crate::EventBuilder::conflate) still go to each queue, where they
+/// conflate). No lock is held across an await or while writing to a
+/// socket: a publish only pushes into bounded queues and rings.
 ///
 /// Durable events (those whose id is a log [`Cursor`](crate::Cursor)) are
 /// delivered in log order without gaps: one held back until every position
@@ -60,12 +65,19 @@ struct Index {
     groups: Sharded<GroupId, Senders>,
     topics: Sharded<Topic, Senders>,
     connections: Sharded<ConnectionId, SubscriptionSender>,
+    /// What `Everyone`, each group and each topic with a local subscriber
+    /// read (see [`super::ring`]).
+    everyone: Arc<Ring>,
+    group_rings: Sharded<GroupId, Arc<Ring>>,
+    topic_rings: Sharded<Topic, Arc<Ring>>,
+    /// Numbers every publish, before it is pushed anywhere.
+    seq: AtomicU64,
     node: u64,
     next_id: AtomicU64,
     subscriptions: AtomicU64,
     published: AtomicU64,
     enqueued: AtomicU64,
-    lagged: AtomicU64,
+    lagged: Arc<AtomicU64>,
     sequencer: Sequencer,
 }
 
@@ -103,6 +115,7 @@ impl InMemoryHub {
     /// # Ok(()) }
     /// ```
     pub fn with_node_id(node: u64) -> Self {
+        let lagged = Arc::new(AtomicU64::new(0));
         Self {
             index: Arc::new(Index {
                 users: Sharded::new(),
@@ -110,12 +123,16 @@ impl InMemoryHub {
                 groups: Sharded::new(),
                 topics: Sharded::new(),
                 connections: Sharded::new(),
+                everyone: Arc::new(Ring::new(lagged.clone())),
+                group_rings: Sharded::new(),
+                topic_rings: Sharded::new(),
+                seq: AtomicU64::new(1),
                 node,
                 next_id: AtomicU64::new(1),
                 subscriptions: AtomicU64::new(0),
                 published: AtomicU64::new(0),
                 enqueued: AtomicU64::new(0),
-                lagged: AtomicU64::new(0),
+                lagged,
                 sequencer: Sequencer::new(DEFAULT_GAP_WAIT),
             }),
         }
@@ -158,7 +175,18 @@ impl InMemoryHub {
             principal: principal.clone(),
             id,
         };
+        // The rings first: an event pushed to one of them from now on is
+        // read, whatever this subscription's queue receives.
+        let mut rings = Vec::with_capacity(1 + principal.groups().len() + principal.topics().len());
+        rings.push(index.everyone.reader(queue_capacity));
+        for group in principal.groups() {
+            rings.push(index.join_ring(&index.group_rings, group, queue_capacity));
+        }
+        for topic in principal.topics() {
+            rings.push(index.join_ring(&index.topic_rings, topic, queue_capacity));
+        }
         let (sender, subscription) = channel(id, queue_capacity, registration);
+        let subscription = subscription.with_rings(rings);
         index.connections.write(&id).insert(id, sender.clone());
         add(&index.users, principal.user(), &sender);
         if let Some(session) = principal.session() {
@@ -212,20 +240,36 @@ impl Index {
     fn dispatch_now(&self, audience: &Audience, event: &Event) -> usize {
         let index = self;
         index.published.fetch_add(1, Ordering::Relaxed);
+        // Numbered before it is pushed anywhere: see `super::ring`.
+        let seq = index.seq.fetch_add(1, Ordering::Relaxed);
+        // An event that may conflate needs each reader's own queue.
+        let shared = event.conflation_key().is_none() || event.cursor().is_some();
         let mut tally = Tally::default();
         match audience {
-            Audience::User(user) => send_all(&index.users, user, event, &mut tally),
-            Audience::Session(session) => send_all(&index.sessions, session, event, &mut tally),
-            Audience::Group(group) => send_all(&index.groups, group, event, &mut tally),
-            Audience::Topic(topic) => send_all(&index.topics, topic, event, &mut tally),
+            Audience::User(user) => send_all(&index.users, user, seq, event, &mut tally),
+            Audience::Session(session) => {
+                send_all(&index.sessions, session, seq, event, &mut tally);
+            }
+            Audience::Group(group) if shared => {
+                push_to_ring(&index.group_rings, group, seq, event, &mut tally);
+            }
+            Audience::Group(group) => send_all(&index.groups, group, seq, event, &mut tally),
+            Audience::Topic(topic) if shared => {
+                push_to_ring(&index.topic_rings, topic, seq, event, &mut tally);
+            }
+            Audience::Topic(topic) => send_all(&index.topics, topic, seq, event, &mut tally),
             Audience::Connection(id) => {
                 if let Some(sender) = index.connections.read(id).get(id) {
-                    tally.record(sender.try_send(event));
+                    tally.record(sender.try_send_numbered(seq, event));
                 }
+            }
+            Audience::Everyone if shared => {
+                tally.queued += index.everyone.readers();
+                index.everyone.push(seq, event);
             }
             Audience::Everyone => index.connections.for_each_shard(|shard| {
                 for sender in shard.values() {
-                    tally.record(sender.try_send(event));
+                    tally.record(sender.try_send_numbered(seq, event));
                 }
             }),
         }
@@ -240,6 +284,23 @@ impl Index {
                 .fetch_add(tally.lagged as u64, Ordering::Relaxed);
         }
         tally.queued
+    }
+}
+
+impl Index {
+    /// A reader of `key`'s ring, made when `key` gets its first local
+    /// subscriber (the shard's lock orders it with the last one leaving).
+    fn join_ring<K: Hash + Eq + Clone>(
+        &self,
+        rings: &Sharded<K, Arc<Ring>>,
+        key: &K,
+        capacity: usize,
+    ) -> RingReader {
+        let mut shard = rings.write(key);
+        let ring = shard
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Ring::new(self.lagged.clone())));
+        ring.reader(capacity)
     }
 }
 
@@ -300,7 +361,7 @@ impl InMemoryHub {
     }
 
     /// Keys held across all indexes (users, sessions, groups, topics,
-    /// connections). Zero once every subscription is dropped: leak tests
+    /// connections, and the rings of groups and topics). Zero once every subscription is dropped: leak tests
     /// assert on it.
     pub fn index_entries(&self) -> usize {
         let index = &self.index;
@@ -309,6 +370,8 @@ impl InMemoryHub {
             + index.groups.len()
             + index.topics.len()
             + index.connections.len()
+            + index.group_rings.len()
+            + index.topic_rings.len()
     }
 }
 
@@ -366,9 +429,11 @@ impl Drop for Registration {
         }
         for group in self.principal.groups() {
             remove(&index.groups, group, id);
+            leave_ring(&index.group_rings, group);
         }
         for topic in self.principal.topics() {
             remove(&index.topics, topic, id);
+            leave_ring(&index.topic_rings, topic);
         }
         index.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }
@@ -457,11 +522,41 @@ fn remove<K: Hash + Eq>(map: &Sharded<K, Senders>, key: &K, id: ConnectionId) {
     }
 }
 
-fn send_all<K: Hash + Eq>(map: &Sharded<K, Senders>, key: &K, event: &Event, tally: &mut Tally) {
+fn send_all<K: Hash + Eq>(
+    map: &Sharded<K, Senders>,
+    key: &K,
+    seq: u64,
+    event: &Event,
+    tally: &mut Tally,
+) {
     if let Some(senders) = map.read(key).get(key) {
         for sender in senders.as_slice() {
-            tally.record(sender.try_send(event));
+            tally.record(sender.try_send_numbered(seq, event));
         }
+    }
+}
+
+fn push_to_ring<K: Hash + Eq>(
+    rings: &Sharded<K, Arc<Ring>>,
+    key: &K,
+    seq: u64,
+    event: &Event,
+    tally: &mut Tally,
+) {
+    // Out of the shard's lock before waking anyone.
+    let ring = rings.read(key).get(key).cloned();
+    if let Some(ring) = ring {
+        tally.queued += ring.readers();
+        ring.push(seq, event);
+    }
+}
+
+/// Drops `key`'s ring once its last reader is gone. The subscription's
+/// readers drop before its registration, so this sees them gone.
+fn leave_ring<K: Hash + Eq>(rings: &Sharded<K, Arc<Ring>>, key: &K) {
+    let mut shard = rings.write(key);
+    if shard.get(key).is_some_and(|ring| ring.readers() == 0) {
+        shard.remove(key);
     }
 }
 

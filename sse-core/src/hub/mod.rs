@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use crate::{Audience, Event, EventLog, Principal};
 
 mod memory;
+mod ring;
 mod sequencer;
 mod subscription;
 

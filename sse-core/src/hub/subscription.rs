@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use super::ring::{Lagged, RingReader};
 use crate::{ConnectionId, Event};
 
 /// One connection's live feed from a [`Hub`](crate::Hub).
@@ -20,9 +21,22 @@ use crate::{ConnectionId, Event};
 ///   is closed and receives return [`RecvError::Closed`]. A lagged
 ///   connection catches up from the store on its next connect, so nothing
 ///   is lost; it only stops holding memory for a reader that cannot keep up.
-/// - **Ordered.** Events from one publisher arrive in the order published.
-///   Events from concurrent publishers arrive in the order their publishes
-///   reached this queue.
+/// - **Shared rings.** A subscription from [`InMemoryHub`](crate::InMemoryHub)
+///   (and the hubs built on it) also reads the hub's rings: events for
+///   [`Everyone`](crate::Audience::Everyone), and for each of its groups
+///   and topics, are kept once per audience and read by each subscription
+///   at its own pace instead of being copied into every queue. More than
+///   `capacity` unread events in one ring lag the subscription just as a
+///   full queue does. A publish does not visit the subscriptions of a
+///   ring, so the subscription learns it is lagged when it next receives
+///   (the [`on_lagged`](Subscription::on_lagged) hook runs then); a reader
+///   stalled on its socket holds no event of its own meanwhile, and
+///   servers close it with their stalled-reader timeout.
+/// - **Ordered.** Events from one publisher arrive in the order published,
+///   whatever audiences they went to: every publish is numbered before it
+///   is pushed anywhere, and a receive takes the smallest number among the
+///   queue and the rings (the argument is in the hub's `ring` module).
+///   Events of concurrent publishers interleave in some order.
 /// - **Conflated.** An event with a [conflation
 ///   key](crate::EventBuilder::conflate) removes the undelivered event with
 ///   the same key from the queue, then is queued at the back. What a
@@ -33,6 +47,9 @@ use crate::{ConnectionId, Event};
 ///   reports [`RecvError::Missed`] once it is back: events published
 ///   meanwhile may not have arrived, and the receiver should catch up from
 ///   the store. `Missed` is not terminal; receiving continues.
+/// - **Closed by the hub.** After [`SubscriptionSender::close`] the
+///   receiver gets what its queue still holds (no more ring events), then
+///   [`RecvError::Closed`].
 /// - **Unregister on drop.** Dropping the subscription removes it from the
 ///   hub's indexes; nothing is left behind for a gone connection.
 ///
@@ -53,6 +70,9 @@ use crate::{ConnectionId, Event};
 pub struct Subscription {
     queue: Arc<Queue>,
     terminated: bool,
+    /// The hub's shared rings this subscription reads besides its queue
+    /// (`Everyone`, its groups and topics); empty for a [`channel`].
+    rings: Vec<RingReader>,
     // Declared after `queue`: dropped last, so the hub unregisters a queue
     // this side has already closed.
     _guard: Box<dyn Any + Send + Sync>,
@@ -106,7 +126,9 @@ struct Queue {
 }
 
 struct State {
-    events: VecDeque<Event>,
+    /// Each event with the number the hub gave its publish (0 outside a
+    /// hub), by which it is merged with the rings' events.
+    events: VecDeque<(u64, Event)>,
     waker: Option<Waker>,
     status: Status,
     missed: bool,
@@ -162,6 +184,7 @@ pub fn channel(
     let subscription = Subscription {
         queue,
         terminated: false,
+        rings: Vec::new(),
         _guard: Box::new(guard),
     };
     (sender, subscription)
@@ -182,6 +205,12 @@ impl SubscriptionSender {
 
     /// Queues `event` without waiting; see [`SendOutcome`].
     pub fn try_send(&self, event: &Event) -> SendOutcome {
+        self.try_send_numbered(0, event)
+    }
+
+    /// Queues `event`, published as number `seq` of its hub (see
+    /// [`ring`](super::ring) for the order this keeps).
+    pub(crate) fn try_send_numbered(&self, seq: u64, event: &Event) -> SendOutcome {
         let mut state = self.queue.lock();
         if state.status != Status::Open {
             return SendOutcome::Closed;
@@ -195,7 +224,7 @@ impl SubscriptionSender {
             && let Some(at) = state
                 .events
                 .iter()
-                .position(|queued| queued.conflation_key() == Some(key))
+                .position(|(_, queued)| queued.conflation_key() == Some(key))
         {
             state.events.remove(at);
         }
@@ -204,7 +233,7 @@ impl SubscriptionSender {
             state.events = VecDeque::new();
             (SendOutcome::Lagged, state.on_lagged.take())
         } else {
-            state.events.push_back(event.clone());
+            state.events.push_back((seq, event.clone()));
             (SendOutcome::Queued, None)
         };
         let waker = state.waker.take();
@@ -302,24 +331,107 @@ impl Subscription {
     ///
     /// Returns `Ok(None)` when the queue is empty and open.
     pub fn try_recv(&mut self) -> Result<Option<Event>, RecvError> {
-        let mut state = self.queue.lock();
-        take(&mut state, &mut self.terminated)
+        if self.rings.is_empty() {
+            let mut state = self.queue.lock();
+            return take(&mut state, &mut self.terminated);
+        }
+        self.take_merged()
     }
 
     /// Polls for the next event; the building block of [`Subscription::recv`].
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, RecvError>> {
-        let mut state = self.queue.lock();
-        match take(&mut state, &mut self.terminated) {
-            Ok(Some(event)) => Poll::Ready(Ok(event)),
-            Err(error) => Poll::Ready(Err(error)),
-            Ok(None) => {
-                match &state.waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    _ => state.waker = Some(cx.waker().clone()),
+        loop {
+            let mut state = if self.rings.is_empty() {
+                let mut state = self.queue.lock();
+                match take(&mut state, &mut self.terminated) {
+                    Ok(Some(event)) => return Poll::Ready(Ok(event)),
+                    Err(error) => return Poll::Ready(Err(error)),
+                    Ok(None) => state,
                 }
-                Poll::Pending
+            } else {
+                match self.take_merged() {
+                    Ok(Some(event)) => return Poll::Ready(Ok(event)),
+                    Err(error) => return Poll::Ready(Err(error)),
+                    Ok(None) => {}
+                }
+                // Nothing anywhere: park on every ring, then on the queue.
+                // Each source is checked again under the lock its pushes
+                // take, so an event that lands meanwhile is not missed.
+                if !self.rings.iter_mut().all(|ring| ring.park(cx.waker())) {
+                    continue;
+                }
+                let state = self.queue.lock();
+                if state.missed || state.status != Status::Open || !state.events.is_empty() {
+                    continue;
+                }
+                state
+            };
+            match &state.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => state.waker = Some(cx.waker().clone()),
             }
+            return Poll::Pending;
         }
+    }
+
+    /// Sets the rings the subscription reads besides its queue.
+    pub(crate) fn with_rings(mut self, rings: Vec<RingReader>) -> Self {
+        self.rings = rings;
+        self
+    }
+
+    /// The next event among the queue and the rings: the one with the
+    /// smallest number, taken only once every source was read again after
+    /// seeing it (why this keeps each publisher's order: [`super::ring`]).
+    fn take_merged(&mut self) -> Result<Option<Event>, RecvError> {
+        const QUEUE: usize = usize::MAX;
+        let mut candidate: Option<(u64, usize)> = None;
+        loop {
+            let mut least = {
+                let mut state = self.queue.lock();
+                if state.missed || state.status != Status::Open {
+                    // Missed first; a lagged or closed subscription reads
+                    // no ring, only what its queue still holds.
+                    return take(&mut state, &mut self.terminated);
+                }
+                state.events.front().map(|(seq, _)| (*seq, QUEUE))
+            };
+            for (at, ring) in self.rings.iter_mut().enumerate() {
+                match ring.head() {
+                    Ok(Some(seq)) if least.is_none_or(|(least, _)| seq < least) => {
+                        least = Some((seq, at));
+                    }
+                    Ok(_) => {}
+                    Err(Lagged) => return Err(self.lagged_behind_ring()),
+                }
+            }
+            if least == candidate {
+                break;
+            }
+            candidate = least;
+        }
+        Ok(match candidate {
+            None => None,
+            Some((_, QUEUE)) => return take(&mut self.queue.lock(), &mut self.terminated),
+            Some((_, at)) => self.rings.get_mut(at).and_then(RingReader::pop),
+        })
+    }
+
+    /// Ends the subscription as an overflowing queue would: the lag hook
+    /// runs, the receiver gets `Lagged`, then nothing.
+    fn lagged_behind_ring(&mut self) -> RecvError {
+        self.rings.clear();
+        self.terminated = true;
+        let hook = {
+            let mut state = self.queue.lock();
+            state.status = Status::Closed;
+            state.events = VecDeque::new();
+            state.on_lagged.take()
+        };
+        if let Some(hook) = hook {
+            hook();
+        }
+        RecvError::Lagged
     }
 }
 
@@ -336,7 +448,7 @@ fn take(state: &mut State, terminated: &mut bool) -> Result<Option<Event>, RecvE
             Err(RecvError::Lagged)
         }
         Status::Open | Status::Closed => match state.events.pop_front() {
-            Some(event) => {
+            Some((_, event)) => {
                 if state.events.is_empty() && state.events.capacity() > 32 {
                     // A burst grew the buffer; give the memory back once drained.
                     state.events = VecDeque::new();

@@ -1,0 +1,401 @@
+//! The shared, bounded ring through which [`InMemoryHub`](super::InMemoryHub)
+//! fans events out to [`Audience::Everyone`](crate::Audience::Everyone), a
+//! group or a topic.
+//!
+//! # Why a ring
+//!
+//! Pushing one event into 10,000 per-connection queues costs the publisher
+//! a lock and a write in 10,000 cache lines that each connection's task
+//! also touches: that was a fifth of the server's CPU in a fan-out. A ring
+//! per audience holds each event once; every subscription of the audience
+//! reads it at its own pace with a cursor of its own, and the publisher
+//! only wakes the readers that are parked.
+//!
+//! # What it keeps
+//!
+//! - **Bounded.** The ring keeps the last `capacity` events, the largest
+//!   queue capacity among its readers. A reader further behind than its own
+//!   capacity (or behind the ring's window) is lagged, exactly like a
+//!   per-connection queue that overflowed.
+//! - **One publisher's order, across the queue and the rings.** Every
+//!   publish takes a sequence number from one hub-wide counter *before*
+//!   its event is pushed anywhere. A subscription delivers the smallest
+//!   head among its queue and its rings, and only after reading every
+//!   other source again once it has seen that head. An event `w` published
+//!   before `c` by the same publisher was pushed before `c` was numbered,
+//!   so when the reader has seen `c`, `w` (or something ahead of it, with
+//!   a smaller number still) is visible at the head of its source, and is
+//!   delivered first. Events of concurrent publishers arrive in the order
+//!   of their numbers.
+//! - **Wake only who waits.** A reader parks by leaving its waker in the
+//!   ring's list (once per wake-up: a reader still listed is not listed
+//!   again); a push takes the whole list and wakes it outside the lock.
+//!   Tail and list are read under the list's lock, so no wake is lost.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::task::Waker;
+
+use crate::Event;
+
+/// Entries a reader copies out of the ring per read lock: enough to batch
+/// a burst, small enough that an idle reader keeps little.
+const BATCH: usize = 16;
+
+/// One audience's recent events; see the module docs.
+pub(crate) struct Ring {
+    window: RwLock<Window>,
+    /// The position the next entry gets; read without the lock to learn
+    /// whether there is anything new.
+    tail: AtomicU64,
+    /// Entries kept: the largest capacity among the readers so far.
+    capacity: AtomicUsize,
+    waiters: Mutex<Waiters>,
+    readers: AtomicUsize,
+    /// The hub's count of lagged subscriptions.
+    lagged: Arc<AtomicU64>,
+}
+
+struct Window {
+    /// Position of `entries[0]`.
+    first: u64,
+    entries: VecDeque<Entry>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    seq: u64,
+    event: Event,
+}
+
+struct Waiters {
+    /// Bumped each time a push takes the list, so a reader knows whether
+    /// its slot is still there.
+    generation: u64,
+    wakers: Vec<Option<Waker>>,
+    /// Readers listed (the `Some`s in `wakers`).
+    parked: usize,
+    /// The list's previous allocation, reused instead of growing anew.
+    spare: Vec<Option<Waker>>,
+}
+
+impl Ring {
+    pub(crate) fn new(lagged: Arc<AtomicU64>) -> Self {
+        Self {
+            window: RwLock::new(Window {
+                first: 0,
+                entries: VecDeque::new(),
+            }),
+            tail: AtomicU64::new(0),
+            capacity: AtomicUsize::new(1),
+            waiters: Mutex::new(Waiters {
+                generation: 0,
+                wakers: Vec::new(),
+                parked: 0,
+                spare: Vec::new(),
+            }),
+            readers: AtomicUsize::new(0),
+            lagged,
+        }
+    }
+
+    /// Readers currently registered.
+    pub(crate) fn readers(&self) -> usize {
+        self.readers.load(Ordering::Relaxed)
+    }
+
+    /// A reader that sees every event pushed from now on, lagged once more
+    /// than `capacity` are pending for it.
+    pub(crate) fn reader(self: &Arc<Self>, capacity: usize) -> RingReader {
+        let capacity = capacity.max(1);
+        self.capacity.fetch_max(capacity, Ordering::Relaxed);
+        self.readers.fetch_add(1, Ordering::Relaxed);
+        RingReader {
+            next: self.tail.load(Ordering::Acquire),
+            ring: self.clone(),
+            capacity: capacity as u64,
+            buffered: VecDeque::new(),
+            parked: None,
+        }
+    }
+
+    /// Appends `event`, numbered `seq`, and wakes the parked readers.
+    pub(crate) fn push(&self, seq: u64, event: &Event) {
+        {
+            let mut window = self.window.write().unwrap_or_else(PoisonError::into_inner);
+            // Every reader parked has read everything so far (a reader
+            // parks only once it is caught up, and joins at the tail):
+            // what the ring holds is needed by no one. Trimming it here
+            // keeps an idle audience's ring at one event.
+            let all_caught_up = self.lock_waiters().parked == self.readers();
+            if all_caught_up {
+                window.first += window.entries.len() as u64;
+                if window.entries.capacity() > BATCH {
+                    window.entries = VecDeque::new();
+                } else {
+                    window.entries.clear();
+                }
+            }
+            let position = window.first + window.entries.len() as u64;
+            window.entries.push_back(Entry {
+                seq,
+                event: event.clone(),
+            });
+            let capacity = self.capacity.load(Ordering::Relaxed);
+            while window.entries.len() > capacity {
+                window.entries.pop_front();
+                window.first += 1;
+            }
+            self.tail.store(position + 1, Ordering::Release);
+        }
+        let mut list = {
+            let mut waiters = self.lock_waiters();
+            if waiters.wakers.is_empty() {
+                return;
+            }
+            waiters.generation += 1;
+            waiters.parked = 0;
+            let spare = std::mem::take(&mut waiters.spare);
+            std::mem::replace(&mut waiters.wakers, spare)
+        };
+        for waker in list.drain(..).flatten() {
+            waker.wake();
+        }
+        let mut waiters = self.lock_waiters();
+        if waiters.spare.capacity() < list.capacity() {
+            waiters.spare = list;
+        }
+    }
+
+    fn lock_waiters(&self) -> MutexGuard<'_, Waiters> {
+        // No code panics while holding this lock; recover rather than spread a poison.
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One subscription's cursor in a [`Ring`].
+pub(crate) struct RingReader {
+    ring: Arc<Ring>,
+    /// Position of the next entry to copy out of the ring.
+    next: u64,
+    capacity: u64,
+    /// Entries copied out, not yet delivered.
+    buffered: VecDeque<Entry>,
+    /// The waiter list's generation and slot this reader's waker is in.
+    parked: Option<(u64, usize)>,
+}
+
+/// The reader fell behind the ring's window or its own capacity.
+pub(crate) struct Lagged;
+
+impl RingReader {
+    /// The sequence number of the next event, copying a batch out of the
+    /// ring when nothing is buffered.
+    pub(crate) fn head(&mut self) -> Result<Option<u64>, Lagged> {
+        if let Some(entry) = self.buffered.front() {
+            return Ok(Some(entry.seq));
+        }
+        let tail = self.ring.tail.load(Ordering::Acquire);
+        if tail == self.next {
+            return Ok(None);
+        }
+        if tail - self.next > self.capacity {
+            self.ring.lagged.fetch_add(1, Ordering::Relaxed);
+            return Err(Lagged);
+        }
+        let window = self
+            .ring
+            .window
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(from) = self.next.checked_sub(window.first) else {
+            drop(window);
+            self.ring.lagged.fetch_add(1, Ordering::Relaxed);
+            return Err(Lagged);
+        };
+        let from = usize::try_from(from).unwrap_or(usize::MAX);
+        self.buffered.extend(
+            window
+                .entries
+                .range(from.min(window.entries.len())..)
+                .take(BATCH)
+                .cloned(),
+        );
+        drop(window);
+        self.next += self.buffered.len() as u64;
+        Ok(self.buffered.front().map(|entry| entry.seq))
+    }
+
+    /// Takes the event [`RingReader::head`] returned.
+    pub(crate) fn pop(&mut self) -> Option<Event> {
+        let entry = self.buffered.pop_front()?;
+        if self.buffered.is_empty() && self.buffered.capacity() > 4 {
+            // A burst grew the buffer; an idle reader keeps a small one.
+            self.buffered = VecDeque::new();
+        }
+        Some(entry.event)
+    }
+
+    /// Leaves `waker` to be woken by the next push; `false` (and not
+    /// parked) when there is something to read already.
+    pub(crate) fn park(&mut self, waker: &Waker) -> bool {
+        if !self.buffered.is_empty() {
+            return false;
+        }
+        let ring = self.ring.clone();
+        let mut waiters = ring.lock_waiters();
+        if ring.tail.load(Ordering::Acquire) != self.next {
+            return false;
+        }
+        if let Some((generation, slot)) = self.parked
+            && generation == waiters.generation
+            && let Some(listed) = waiters.wakers.get_mut(slot)
+        {
+            match listed {
+                Some(listed) if listed.will_wake(waker) => {}
+                _ => *listed = Some(waker.clone()),
+            }
+            return true;
+        }
+        self.parked = Some((waiters.generation, waiters.wakers.len()));
+        waiters.wakers.push(Some(waker.clone()));
+        waiters.parked += 1;
+        true
+    }
+
+    /// Takes this reader's waker out of the list, if it is still there.
+    fn unpark(&mut self) {
+        if let Some((generation, slot)) = self.parked.take() {
+            let mut waiters = self.ring.lock_waiters();
+            if generation == waiters.generation
+                && let Some(listed) = waiters.wakers.get_mut(slot)
+                && listed.take().is_some()
+            {
+                waiters.parked -= 1;
+            }
+        }
+    }
+}
+
+impl Drop for RingReader {
+    fn drop(&mut self) {
+        self.unpark();
+        self.ring.readers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> Arc<Ring> {
+        Arc::new(Ring::new(Arc::default()))
+    }
+
+    fn event(n: u64) -> Event {
+        Event::builder().data(n.to_string()).build().unwrap()
+    }
+
+    fn data(event: Event) -> String {
+        String::from_utf8_lossy(event.frame()).trim_end().to_owned()
+    }
+
+    #[test]
+    fn each_reader_reads_at_its_own_pace_from_where_it_joined() {
+        let ring = ring();
+        let mut early = ring.reader(8);
+        ring.push(1, &event(1));
+        let mut late = ring.reader(8);
+        ring.push(2, &event(2));
+        assert_eq!(early.head().ok(), Some(Some(1)));
+        assert_eq!(data(early.pop().unwrap()), "data: 1");
+        assert_eq!(early.head().ok(), Some(Some(2)));
+        assert_eq!(data(early.pop().unwrap()), "data: 2");
+        assert_eq!(early.head().ok(), Some(None));
+        assert_eq!(late.head().ok(), Some(Some(2)));
+        assert_eq!(ring.readers(), 2);
+        drop((early, late));
+        assert_eq!(ring.readers(), 0);
+    }
+
+    #[test]
+    fn a_reader_further_behind_than_its_capacity_lags() {
+        let ring = ring();
+        let mut small = ring.reader(2);
+        let mut large = ring.reader(4);
+        for n in 0..3 {
+            ring.push(n, &event(n));
+        }
+        assert!(small.head().is_err());
+        assert_eq!(large.head().ok(), Some(Some(0)));
+        assert_eq!(ring.lagged.load(Ordering::Relaxed), 1);
+        for _ in 0..3 {
+            large.pop();
+        }
+        for n in 3..7 {
+            ring.push(n, &event(n));
+        }
+        assert_eq!(large.head().ok(), Some(Some(3))); // four pending: at capacity
+        for _ in 0..4 {
+            large.pop();
+        }
+        for n in 7..12 {
+            ring.push(n, &event(n));
+        }
+        assert!(large.head().is_err()); // five pending: lagged
+        assert_eq!(ring.lagged.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_push_wakes_parked_readers_once_and_forgets_dropped_ones() {
+        let ring = ring();
+        let woken = Arc::new(AtomicUsize::new(0));
+        let waker = counting_waker(woken.clone());
+        let mut reader = ring.reader(8);
+        let mut gone = ring.reader(8);
+        assert!(reader.park(&waker));
+        assert!(reader.park(&waker)); // still listed: not listed twice
+        assert!(gone.park(&waker));
+        drop(gone);
+        ring.push(1, &event(1));
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        assert!(!reader.park(&waker)); // something to read: not parked
+        ring.push(2, &event(2));
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn once_every_reader_is_caught_up_the_ring_keeps_only_the_newest_event() {
+        let ring = ring();
+        let waker = counting_waker(Arc::default());
+        let mut reader = ring.reader(64);
+        for n in 0..10 {
+            ring.push(n, &event(n));
+        }
+        assert_eq!(ring.window.read().unwrap().entries.len(), 10);
+        while reader.head().ok().flatten().is_some() {
+            reader.pop();
+        }
+        assert!(reader.park(&waker));
+        ring.push(10, &event(10));
+        assert_eq!(ring.window.read().unwrap().entries.len(), 1);
+        assert_eq!(reader.head().ok(), Some(Some(10)));
+        // A reader that joined and never parked keeps the window.
+        let _idle = ring.reader(64);
+        reader.pop();
+        assert!(reader.park(&waker));
+        ring.push(11, &event(11));
+        assert_eq!(ring.window.read().unwrap().entries.len(), 2);
+    }
+
+    fn counting_waker(count: Arc<AtomicUsize>) -> Waker {
+        struct Count(Arc<AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        Waker::from(Arc::new(Count(count)))
+    }
+}
