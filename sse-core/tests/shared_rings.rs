@@ -28,10 +28,10 @@ fn audience(p: usize, n: usize) -> Audience {
 
 fn principal(i: usize) -> Principal {
     let mut principal = Principal::new(format!("u{}", i % 4)).with_session(format!("s{i}"));
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         principal = principal.with_groups([format!("g{}", i % 4 / 2)]);
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         principal = principal.with_topics(["t"]);
     }
     principal
@@ -120,9 +120,9 @@ async fn a_reader_behind_the_everyone_ring_lags_and_the_others_go_on() {
         .subscribe(&Principal::new("fast").with_groups(["g"]), 10_000)
         .await
         .unwrap();
-    for i in 0..5_000 {
+    for i in 0..5_000u32 {
         let event = Event::builder().data(i.to_string()).build().unwrap();
-        let audience = if i % 2 == 0 {
+        let audience = if i.is_multiple_of(2) {
             Audience::Everyone
         } else {
             Audience::group("g")
