@@ -175,17 +175,17 @@ impl InMemoryHub {
             principal: principal.clone(),
             id,
         };
-        // The rings first: an event pushed to one of them from now on is
-        // read, whatever this subscription's queue receives.
+        let (sender, subscription) = channel(id, queue_capacity, registration);
+        // The rings before the indexes: an event pushed to one of them from
+        // now on is read, whatever this subscription's queue receives.
         let mut rings = Vec::with_capacity(1 + principal.groups().len() + principal.topics().len());
-        rings.push(index.everyone.reader(queue_capacity));
+        rings.push(index.everyone.reader(queue_capacity, &sender));
         for group in principal.groups() {
-            rings.push(index.join_ring(&index.group_rings, group, queue_capacity));
+            rings.push(index.join_ring(&index.group_rings, group, queue_capacity, &sender));
         }
         for topic in principal.topics() {
-            rings.push(index.join_ring(&index.topic_rings, topic, queue_capacity));
+            rings.push(index.join_ring(&index.topic_rings, topic, queue_capacity, &sender));
         }
-        let (sender, subscription) = channel(id, queue_capacity, registration);
         let subscription = subscription.with_rings(rings);
         index.connections.write(&id).insert(id, sender.clone());
         add(&index.users, principal.user(), &sender);
@@ -295,12 +295,13 @@ impl Index {
         rings: &Sharded<K, Arc<Ring>>,
         key: &K,
         capacity: usize,
+        sender: &SubscriptionSender,
     ) -> RingReader {
         let mut shard = rings.write(key);
         let ring = shard
             .entry(key.clone())
             .or_insert_with(|| Arc::new(Ring::new(self.lagged.clone())));
-        ring.reader(capacity)
+        ring.reader(capacity, sender)
     }
 }
 

@@ -27,6 +27,12 @@
 //!   a smaller number still) is visible at the head of its source, and is
 //!   delivered first. Events of concurrent publishers arrive in the order
 //!   of their numbers.
+//! - **A stalled reader is closed at once.** A reader stuck in a socket
+//!   write does not read, so it cannot notice its lag itself. Every
+//!   `capacity / 2` pushes the ring looks at its readers' positions (one
+//!   load each, a fraction of a load per delivery) and lags those more than
+//!   their capacity behind, through their queue: their lag hook runs, as
+//!   when a queue overflows.
 //! - **Wake only who waits.** A reader parks by leaving its waker in the
 //!   ring's list (once per wake-up: a reader still listed is not listed
 //!   again); a push takes the whole list and wakes it outside the lock.
@@ -34,9 +40,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::task::Waker;
 
+use super::SubscriptionSender;
 use crate::Event;
 
 /// Entries a reader copies out of the ring per read lock: enough to batch
@@ -53,8 +60,19 @@ pub(crate) struct Ring {
     capacity: AtomicUsize,
     waiters: Mutex<Waiters>,
     readers: AtomicUsize,
+    /// Every reader's position, for the sweep that lags stalled readers.
+    positions: Mutex<Vec<Weak<Position>>>,
     /// The hub's count of lagged subscriptions.
     lagged: Arc<AtomicU64>,
+}
+
+/// Where one reader stands, seen by the ring's sweep.
+struct Position {
+    /// The reader's next position to copy out of the ring.
+    next: AtomicU64,
+    capacity: u64,
+    /// Its subscription's queue, lagged through it.
+    sender: SubscriptionSender,
 }
 
 struct Window {
@@ -96,6 +114,7 @@ impl Ring {
                 spare: Vec::new(),
             }),
             readers: AtomicUsize::new(0),
+            positions: Mutex::new(Vec::new()),
             lagged,
         }
     }
@@ -105,16 +124,37 @@ impl Ring {
         self.readers.load(Ordering::Relaxed)
     }
 
-    /// A reader that sees every event pushed from now on, lagged once more
-    /// than `capacity` are pending for it.
-    pub(crate) fn reader(self: &Arc<Self>, capacity: usize) -> RingReader {
+    /// A reader for `sender`'s subscription that sees every event pushed
+    /// from now on, lagged once more than `capacity` are pending for it.
+    pub(crate) fn reader(
+        self: &Arc<Self>,
+        capacity: usize,
+        sender: &SubscriptionSender,
+    ) -> RingReader {
         let capacity = capacity.max(1);
         self.capacity.fetch_max(capacity, Ordering::Relaxed);
-        self.readers.fetch_add(1, Ordering::Relaxed);
-        RingReader {
-            next: self.tail.load(Ordering::Acquire),
-            ring: self.clone(),
+        let readers = self.readers.fetch_add(1, Ordering::Relaxed) + 1;
+        let next = self.tail.load(Ordering::Acquire);
+        let position = Arc::new(Position {
+            next: AtomicU64::new(next),
             capacity: capacity as u64,
+            sender: sender.clone(),
+        });
+        let mut positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Gone readers leave a dead entry; clear them before they
+        // outnumber the live ones.
+        if positions.len() >= 2 * readers.max(16) {
+            positions.retain(|position| position.strong_count() > 0);
+        }
+        positions.push(Arc::downgrade(&position));
+        drop(positions);
+        RingReader {
+            next,
+            ring: self.clone(),
+            position,
             buffered: VecDeque::new(),
             parked: None,
         }
@@ -122,6 +162,7 @@ impl Ring {
 
     /// Appends `event`, numbered `seq`, and wakes the parked readers.
     pub(crate) fn push(&self, seq: u64, event: &Event) {
+        let mut sweep = None;
         {
             let mut window = self.window.write().unwrap_or_else(PoisonError::into_inner);
             // Every reader parked has read everything so far (a reader
@@ -148,7 +189,18 @@ impl Ring {
                 window.first += 1;
             }
             self.tail.store(position + 1, Ordering::Release);
+            let every = (capacity / 2).max(1) as u64;
+            if (position + 1).is_multiple_of(every) {
+                sweep = Some(position + 1);
+            }
         }
+        self.wake_parked();
+        if let Some(tail) = sweep {
+            self.lag_stalled_readers(tail);
+        }
+    }
+
+    fn wake_parked(&self) {
         let mut list = {
             let mut waiters = self.lock_waiters();
             if waiters.wakers.is_empty() {
@@ -168,6 +220,30 @@ impl Ring {
         }
     }
 
+    /// Lags the readers more than their capacity behind `tail` (see the
+    /// module docs), outside every lock of the ring.
+    fn lag_stalled_readers(&self, tail: u64) {
+        let behind: Vec<Arc<Position>> = {
+            let mut positions = self
+                .positions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            positions.retain(|position| position.strong_count() > 0);
+            positions
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|position| {
+                    tail.saturating_sub(position.next.load(Ordering::Relaxed)) > position.capacity
+                })
+                .collect()
+        };
+        for position in behind {
+            if position.sender.lag() {
+                self.lagged.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn lock_waiters(&self) -> MutexGuard<'_, Waiters> {
         // No code panics while holding this lock; recover rather than spread a poison.
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
@@ -179,7 +255,8 @@ pub(crate) struct RingReader {
     ring: Arc<Ring>,
     /// Position of the next entry to copy out of the ring.
     next: u64,
-    capacity: u64,
+    /// `next` and the capacity, shared with the ring's sweep.
+    position: Arc<Position>,
     /// Entries copied out, not yet delivered.
     buffered: VecDeque<Entry>,
     /// The waiter list's generation and slot this reader's waker is in.
@@ -200,8 +277,7 @@ impl RingReader {
         if tail == self.next {
             return Ok(None);
         }
-        if tail - self.next > self.capacity {
-            self.ring.lagged.fetch_add(1, Ordering::Relaxed);
+        if tail - self.next > self.position.capacity {
             return Err(Lagged);
         }
         let window = self
@@ -210,8 +286,6 @@ impl RingReader {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let Some(from) = self.next.checked_sub(window.first) else {
-            drop(window);
-            self.ring.lagged.fetch_add(1, Ordering::Relaxed);
             return Err(Lagged);
         };
         let from = usize::try_from(from).unwrap_or(usize::MAX);
@@ -224,7 +298,14 @@ impl RingReader {
         );
         drop(window);
         self.next += self.buffered.len() as u64;
+        self.position.next.store(self.next, Ordering::Relaxed);
         Ok(self.buffered.front().map(|entry| entry.seq))
+    }
+
+    /// Counts this reader's subscription as lagged in the hub's stats
+    /// (once: by whoever closed it, the reader or the sweep).
+    pub(crate) fn count_lag(&self) {
+        self.ring.lagged.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes the event [`RingReader::head`] returned.
@@ -293,6 +374,13 @@ mod tests {
         Arc::new(Ring::new(Arc::default()))
     }
 
+    /// A sender whose subscription stays alive for the test.
+    fn sender() -> SubscriptionSender {
+        let (sender, subscription) = super::super::channel(crate::ConnectionId::new(0, 1), 8, ());
+        std::mem::forget(subscription);
+        sender
+    }
+
     fn event(n: u64) -> Event {
         Event::builder().data(n.to_string()).build().unwrap()
     }
@@ -304,9 +392,9 @@ mod tests {
     #[test]
     fn each_reader_reads_at_its_own_pace_from_where_it_joined() {
         let ring = ring();
-        let mut early = ring.reader(8);
+        let mut early = ring.reader(8, &sender());
         ring.push(1, &event(1));
-        let mut late = ring.reader(8);
+        let mut late = ring.reader(8, &sender());
         ring.push(2, &event(2));
         assert_eq!(early.head().ok(), Some(Some(1)));
         assert_eq!(data(early.pop().unwrap()), "data: 1");
@@ -322,14 +410,13 @@ mod tests {
     #[test]
     fn a_reader_further_behind_than_its_capacity_lags() {
         let ring = ring();
-        let mut small = ring.reader(2);
-        let mut large = ring.reader(4);
+        let mut small = ring.reader(2, &sender());
+        let mut large = ring.reader(4, &sender());
         for n in 0..3 {
             ring.push(n, &event(n));
         }
         assert!(small.head().is_err());
         assert_eq!(large.head().ok(), Some(Some(0)));
-        assert_eq!(ring.lagged.load(Ordering::Relaxed), 1);
         for _ in 0..3 {
             large.pop();
         }
@@ -344,7 +431,6 @@ mod tests {
             ring.push(n, &event(n));
         }
         assert!(large.head().is_err()); // five pending: lagged
-        assert_eq!(ring.lagged.load(Ordering::Relaxed), 2);
     }
 
     #[test]
@@ -352,8 +438,8 @@ mod tests {
         let ring = ring();
         let woken = Arc::new(AtomicUsize::new(0));
         let waker = counting_waker(woken.clone());
-        let mut reader = ring.reader(8);
-        let mut gone = ring.reader(8);
+        let mut reader = ring.reader(8, &sender());
+        let mut gone = ring.reader(8, &sender());
         assert!(reader.park(&waker));
         assert!(reader.park(&waker)); // still listed: not listed twice
         assert!(gone.park(&waker));
@@ -369,7 +455,7 @@ mod tests {
     fn once_every_reader_is_caught_up_the_ring_keeps_only_the_newest_event() {
         let ring = ring();
         let waker = counting_waker(Arc::default());
-        let mut reader = ring.reader(64);
+        let mut reader = ring.reader(64, &sender());
         for n in 0..10 {
             ring.push(n, &event(n));
         }
@@ -382,11 +468,36 @@ mod tests {
         assert_eq!(ring.window.read().unwrap().entries.len(), 1);
         assert_eq!(reader.head().ok(), Some(Some(10)));
         // A reader that joined and never parked keeps the window.
-        let _idle = ring.reader(64);
+        let _idle = ring.reader(64, &sender());
         reader.pop();
         assert!(reader.park(&waker));
         ring.push(11, &event(11));
         assert_eq!(ring.window.read().unwrap().entries.len(), 2);
+    }
+
+    #[test]
+    fn a_reader_that_stops_reading_is_lagged_by_the_sweep_and_its_hook_runs() {
+        let ring = ring();
+        let (stalled_sender, mut stalled) =
+            super::super::channel(crate::ConnectionId::new(0, 2), 4, ());
+        let hooked = Arc::new(AtomicUsize::new(0));
+        let count = hooked.clone();
+        stalled.on_lagged(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        let _stalled_reader = ring.reader(4, &stalled_sender);
+        let mut healthy = ring.reader(4, &sender());
+        for n in 0..6 {
+            ring.push(n, &event(n));
+            while healthy.head().ok().flatten().is_some() {
+                healthy.pop();
+            }
+        }
+        // Five behind a capacity of four: found by the sweep every 2 pushes.
+        assert_eq!(hooked.load(Ordering::SeqCst), 1);
+        assert!(stalled_sender.is_closed());
+        assert_eq!(ring.lagged.load(Ordering::Relaxed), 1);
+        assert_eq!(stalled.try_recv(), Err(super::super::RecvError::Lagged));
     }
 
     fn counting_waker(count: Arc<AtomicUsize>) -> Waker {

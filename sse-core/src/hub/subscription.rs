@@ -27,11 +27,11 @@ use crate::{ConnectionId, Event};
 ///   and topics, are kept once per audience and read by each subscription
 ///   at its own pace instead of being copied into every queue. More than
 ///   `capacity` unread events in one ring lag the subscription just as a
-///   full queue does. A publish does not visit the subscriptions of a
-///   ring, so the subscription learns it is lagged when it next receives
-///   (the [`on_lagged`](Subscription::on_lagged) hook runs then); a reader
-///   stalled on its socket holds no event of its own meanwhile, and
-///   servers close it with their stalled-reader timeout.
+///   full queue does: a reader finds it out when it next receives, and a
+///   reader that stopped receiving (stalled on its socket) is found by the
+///   ring, which checks its readers' positions every `capacity / 2`
+///   events; either way the [`on_lagged`](Subscription::on_lagged) hook
+///   runs at that moment.
 /// - **Ordered.** Events from one publisher arrive in the order published,
 ///   whatever audiences they went to: every publish is numbered before it
 ///   is pushed anywhere, and a receive takes the smallest number among the
@@ -247,6 +247,29 @@ impl SubscriptionSender {
         outcome
     }
 
+    /// Lags the subscription from outside its queue (a ring's sweep found
+    /// it too far behind): queued events are dropped, the lag hook runs and
+    /// the receiver gets [`RecvError::Lagged`]. `false` if it was no longer
+    /// open.
+    pub(crate) fn lag(&self) -> bool {
+        let mut state = self.queue.lock();
+        if state.status != Status::Open {
+            return false;
+        }
+        state.status = Status::Lagged;
+        state.events = VecDeque::new();
+        let hook = state.on_lagged.take();
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        if let Some(hook) = hook {
+            hook();
+        }
+        true
+    }
+
     /// Tells the receiver that events may have been missed (see
     /// [`RecvError::Missed`]).
     pub fn signal_missed(&self) {
@@ -402,7 +425,7 @@ impl Subscription {
                         least = Some((seq, at));
                     }
                     Ok(_) => {}
-                    Err(Lagged) => return Err(self.lagged_behind_ring()),
+                    Err(Lagged) => return Err(self.lagged_behind_ring(at)),
                 }
             }
             if least == candidate {
@@ -419,15 +442,20 @@ impl Subscription {
 
     /// Ends the subscription as an overflowing queue would: the lag hook
     /// runs, the receiver gets `Lagged`, then nothing.
-    fn lagged_behind_ring(&mut self) -> RecvError {
-        self.rings.clear();
+    fn lagged_behind_ring(&mut self, at: usize) -> RecvError {
         self.terminated = true;
         let hook = {
             let mut state = self.queue.lock();
+            if state.status == Status::Open
+                && let Some(ring) = self.rings.get(at)
+            {
+                ring.count_lag();
+            }
             state.status = Status::Closed;
             state.events = VecDeque::new();
             state.on_lagged.take()
         };
+        self.rings.clear();
         if let Some(hook) = hook {
             hook();
         }
