@@ -217,3 +217,36 @@ async fn a_group_ring_lives_while_the_group_has_a_subscriber_here() {
         .unwrap();
     assert_eq!(hub.index_entries(), 0);
 }
+
+#[tokio::test]
+async fn a_reader_that_never_reads_again_is_lagged_by_publishes_and_its_hook_runs() {
+    for audience in [
+        Audience::Everyone,
+        Audience::group("g"),
+        Audience::topic("t"),
+    ] {
+        let hub = InMemoryHub::new();
+        let principal = Principal::new("ada").with_groups(["g"]).with_topics(["t"]);
+        let mut stalled = hub.subscribe(&principal, 4).await.unwrap();
+        let hooked = Arc::new(AtomicBool::new(false));
+        let flag = hooked.clone();
+        stalled.on_lagged(move || flag.store(true, Ordering::SeqCst));
+        let mut healthy = hub.subscribe(&principal, 64).await.unwrap();
+        let mut published = 0;
+        // The stalled subscription is never polled: only publishes can
+        // find it behind (a server's lag hook then closes its socket).
+        while !hooked.load(Ordering::SeqCst) {
+            assert!(published < 64, "{audience:?}: never lagged");
+            hub.publish(&audience, &Event::comment("x")).await.unwrap();
+            assert!(healthy.try_recv().unwrap().is_some());
+            published += 1;
+        }
+        assert!(
+            published > 4,
+            "{audience:?}: lagged at {published}, within capacity"
+        );
+        assert_eq!(hub.stats().lagged, 1, "{audience:?}");
+        assert_eq!(stalled.recv().await.unwrap_err(), RecvError::Lagged);
+        assert_eq!(hub.stats().lagged, 1, "{audience:?}: counted once");
+    }
+}

@@ -77,9 +77,10 @@
 //!    there.
 //! 5. **Heartbeats**: a `: heartbeat` comment when nothing was sent for
 //!    the heartbeat interval.
-//! 6. **Slow consumers** are closed when their bounded queue overflows;
-//!    publishers and other connections never wait. The client reconnects
-//!    and replays.
+//! 6. **Slow consumers** are closed when their bounded queue overflows
+//!    (or they fall that far behind a shared ring of the hub: events for
+//!    everyone, a group or a topic); publishers and other connections
+//!    never wait. The client reconnects and replays.
 //! 7. **No leaks**: however a stream ends (client gone, write error,
 //!    shutdown, lag, lifetime, logout via
 //!    [`Notifier::disconnect`](sse_core::Notifier::disconnect)), its hub

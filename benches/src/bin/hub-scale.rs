@@ -54,7 +54,7 @@ fn main() {
     );
     println!("| --- | --- | --- | --- | --- | --- |");
     println!(
-        "| {count} | {:.2} s | {per_subscription:.0} B | {:.0?} | {:.0?} | {:.0?} |",
+        "| {count} | {:.2} s | {per_subscription:.0} B | {:.1?} | {:.1?} | {:.1?} |",
         subscribe_time.as_secs_f64(),
         percentile(&times, 0.5),
         percentile(&times, 0.99),

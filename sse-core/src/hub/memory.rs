@@ -178,15 +178,15 @@ impl InMemoryHub {
         let (sender, subscription) = channel(id, queue_capacity, registration);
         // The rings before the indexes: an event pushed to one of them from
         // now on is read, whatever this subscription's queue receives.
-        let mut rings = Vec::with_capacity(1 + principal.groups().len() + principal.topics().len());
-        rings.push(index.everyone.reader(queue_capacity, &sender));
+        let mut rings = Vec::with_capacity(principal.groups().len() + principal.topics().len());
+        let everyone = index.everyone.reader(&sender, true);
         for group in principal.groups() {
-            rings.push(index.join_ring(&index.group_rings, group, queue_capacity, &sender));
+            rings.push(index.join_ring(&index.group_rings, group, &sender));
         }
         for topic in principal.topics() {
-            rings.push(index.join_ring(&index.topic_rings, topic, queue_capacity, &sender));
+            rings.push(index.join_ring(&index.topic_rings, topic, &sender));
         }
-        let subscription = subscription.with_rings(rings);
+        let subscription = subscription.with_rings(everyone, rings);
         index.connections.write(&id).insert(id, sender.clone());
         add(&index.users, principal.user(), &sender);
         if let Some(session) = principal.session() {
@@ -265,7 +265,17 @@ impl Index {
             }
             Audience::Everyone if shared => {
                 tally.queued += index.everyone.readers();
-                index.everyone.push(seq, event);
+                if let Some(tail) = index.everyone.push(seq, event) {
+                    // Stalled readers of `Everyone`: their positions are in
+                    // their queues (see `super::ring`).
+                    index.connections.for_each_shard(|shard| {
+                        for sender in shard.values() {
+                            if sender.is_behind(tail) && sender.lag() {
+                                tally.lagged += 1;
+                            }
+                        }
+                    });
+                }
             }
             Audience::Everyone => index.connections.for_each_shard(|shard| {
                 for sender in shard.values() {
@@ -294,14 +304,13 @@ impl Index {
         &self,
         rings: &Sharded<K, Arc<Ring>>,
         key: &K,
-        capacity: usize,
         sender: &SubscriptionSender,
     ) -> RingReader {
         let mut shard = rings.write(key);
         let ring = shard
             .entry(key.clone())
             .or_insert_with(|| Arc::new(Ring::new(self.lagged.clone())));
-        ring.reader(capacity, sender)
+        ring.reader(sender, false)
     }
 }
 
@@ -548,7 +557,8 @@ fn push_to_ring<K: Hash + Eq>(
     let ring = rings.read(key).get(key).cloned();
     if let Some(ring) = ring {
         tally.queued += ring.readers();
-        ring.push(seq, event);
+        // The ring lags its own stalled readers (and counts them).
+        let _ = ring.push(seq, event);
     }
 }
 

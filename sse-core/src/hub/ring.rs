@@ -29,10 +29,14 @@
 //!   of their numbers.
 //! - **A stalled reader is closed at once.** A reader stuck in a socket
 //!   write does not read, so it cannot notice its lag itself. Every
-//!   `capacity / 2` pushes the ring looks at its readers' positions (one
-//!   load each, a fraction of a load per delivery) and lags those more than
-//!   their capacity behind, through their queue: their lag hook runs, as
-//!   when a queue overflows.
+//!   `capacity / 2` pushes its readers' positions are looked at (one load
+//!   each, a fraction of a load per delivery) and those more than their
+//!   capacity behind are lagged through their queue: their lag hook runs,
+//!   as when a queue overflows. A group's or topic's ring keeps its
+//!   readers' positions itself; every subscription reads `Everyone`, so
+//!   that ring's positions live in the subscriptions' queues and the hub
+//!   looks them up through its index of connections (no extra allocation
+//!   per subscription).
 //! - **Wake only who waits.** A reader parks by leaving its waker in the
 //!   ring's list (once per wake-up: a reader still listed is not listed
 //!   again); a push takes the whole list and wakes it outside the lock.
@@ -66,13 +70,21 @@ pub(crate) struct Ring {
     lagged: Arc<AtomicU64>,
 }
 
-/// Where one reader stands, seen by the ring's sweep.
+/// Where one reader of a group's or topic's ring stands, seen by the
+/// ring's sweep.
 struct Position {
     /// The reader's next position to copy out of the ring.
     next: AtomicU64,
-    capacity: u64,
     /// Its subscription's queue, lagged through it.
     sender: SubscriptionSender,
+}
+
+/// Where a reader publishes its position for the sweep.
+enum Tracker {
+    /// In its queue (the `Everyone` ring; see the module docs).
+    Queue(SubscriptionSender),
+    /// In a [`Position`] the ring keeps.
+    Ring(Arc<Position>),
 }
 
 struct Window {
@@ -125,43 +137,52 @@ impl Ring {
     }
 
     /// A reader for `sender`'s subscription that sees every event pushed
-    /// from now on, lagged once more than `capacity` are pending for it.
+    /// from now on, lagged once more than its queue's capacity are pending
+    /// for it. The ring keeps its position for the sweep unless
+    /// `tracked_by_queue` (then whoever pushes sweeps the queues: see the
+    /// module docs).
     pub(crate) fn reader(
         self: &Arc<Self>,
-        capacity: usize,
         sender: &SubscriptionSender,
+        tracked_by_queue: bool,
     ) -> RingReader {
-        let capacity = capacity.max(1);
+        let capacity = usize::try_from(sender.capacity()).unwrap_or(usize::MAX);
         self.capacity.fetch_max(capacity, Ordering::Relaxed);
         let readers = self.readers.fetch_add(1, Ordering::Relaxed) + 1;
         let next = self.tail.load(Ordering::Acquire);
-        let position = Arc::new(Position {
-            next: AtomicU64::new(next),
-            capacity: capacity as u64,
-            sender: sender.clone(),
-        });
-        let mut positions = self
-            .positions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Gone readers leave a dead entry; clear them before they
-        // outnumber the live ones.
-        if positions.len() >= 2 * readers.max(16) {
-            positions.retain(|position| position.strong_count() > 0);
-        }
-        positions.push(Arc::downgrade(&position));
-        drop(positions);
+        let tracker = if tracked_by_queue {
+            sender.set_ring_position(next);
+            Tracker::Queue(sender.clone())
+        } else {
+            let position = Arc::new(Position {
+                next: AtomicU64::new(next),
+                sender: sender.clone(),
+            });
+            let mut positions = self
+                .positions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Gone readers leave a dead entry; clear them before they
+            // outnumber the live ones.
+            if positions.len() >= 2 * readers.max(16) {
+                positions.retain(|position| position.strong_count() > 0);
+            }
+            positions.push(Arc::downgrade(&position));
+            Tracker::Ring(position)
+        };
         RingReader {
             next,
             ring: self.clone(),
-            position,
+            tracker,
             buffered: VecDeque::new(),
             parked: None,
         }
     }
 
     /// Appends `event`, numbered `seq`, and wakes the parked readers.
-    pub(crate) fn push(&self, seq: u64, event: &Event) {
+    /// Returns the new tail when it is time to lag the readers too far
+    /// behind; those whose position the ring keeps are lagged already.
+    pub(crate) fn push(&self, seq: u64, event: &Event) -> Option<u64> {
         let mut sweep = None;
         {
             let mut window = self.window.write().unwrap_or_else(PoisonError::into_inner);
@@ -198,6 +219,7 @@ impl Ring {
         if let Some(tail) = sweep {
             self.lag_stalled_readers(tail);
         }
+        sweep
     }
 
     fn wake_parked(&self) {
@@ -233,7 +255,8 @@ impl Ring {
                 .iter()
                 .filter_map(Weak::upgrade)
                 .filter(|position| {
-                    tail.saturating_sub(position.next.load(Ordering::Relaxed)) > position.capacity
+                    let behind = tail.saturating_sub(position.next.load(Ordering::Relaxed));
+                    behind > position.sender.capacity()
                 })
                 .collect()
         };
@@ -255,12 +278,12 @@ pub(crate) struct RingReader {
     ring: Arc<Ring>,
     /// Position of the next entry to copy out of the ring.
     next: u64,
-    /// `next` and the capacity, shared with the ring's sweep.
-    position: Arc<Position>,
+    /// Where `next` is published for the sweep.
+    tracker: Tracker,
     /// Entries copied out, not yet delivered.
     buffered: VecDeque<Entry>,
     /// The waiter list's generation and slot this reader's waker is in.
-    parked: Option<(u64, usize)>,
+    parked: Option<(u64, u32)>,
 }
 
 /// The reader fell behind the ring's window or its own capacity.
@@ -277,7 +300,7 @@ impl RingReader {
         if tail == self.next {
             return Ok(None);
         }
-        if tail - self.next > self.position.capacity {
+        if tail - self.next > self.sender().capacity() {
             return Err(Lagged);
         }
         let window = self
@@ -298,8 +321,18 @@ impl RingReader {
         );
         drop(window);
         self.next += self.buffered.len() as u64;
-        self.position.next.store(self.next, Ordering::Relaxed);
+        match &self.tracker {
+            Tracker::Queue(sender) => sender.set_ring_position(self.next),
+            Tracker::Ring(position) => position.next.store(self.next, Ordering::Relaxed),
+        }
         Ok(self.buffered.front().map(|entry| entry.seq))
+    }
+
+    fn sender(&self) -> &SubscriptionSender {
+        match &self.tracker {
+            Tracker::Queue(sender) => sender,
+            Tracker::Ring(position) => &position.sender,
+        }
     }
 
     /// Counts this reader's subscription as lagged in the hub's stats
@@ -331,7 +364,7 @@ impl RingReader {
         }
         if let Some((generation, slot)) = self.parked
             && generation == waiters.generation
-            && let Some(listed) = waiters.wakers.get_mut(slot)
+            && let Some(listed) = waiters.wakers.get_mut(slot as usize)
         {
             match listed {
                 Some(listed) if listed.will_wake(waker) => {}
@@ -339,7 +372,10 @@ impl RingReader {
             }
             return true;
         }
-        self.parked = Some((waiters.generation, waiters.wakers.len()));
+        let Ok(slot) = u32::try_from(waiters.wakers.len()) else {
+            return false; // four billion parked readers: poll again instead
+        };
+        self.parked = Some((waiters.generation, slot));
         waiters.wakers.push(Some(waker.clone()));
         waiters.parked += 1;
         true
@@ -350,7 +386,7 @@ impl RingReader {
         if let Some((generation, slot)) = self.parked.take() {
             let mut waiters = self.ring.lock_waiters();
             if generation == waiters.generation
-                && let Some(listed) = waiters.wakers.get_mut(slot)
+                && let Some(listed) = waiters.wakers.get_mut(slot as usize)
                 && listed.take().is_some()
             {
                 waiters.parked -= 1;
@@ -375,8 +411,9 @@ mod tests {
     }
 
     /// A sender whose subscription stays alive for the test.
-    fn sender() -> SubscriptionSender {
-        let (sender, subscription) = super::super::channel(crate::ConnectionId::new(0, 1), 8, ());
+    fn sender(capacity: usize) -> SubscriptionSender {
+        let (sender, subscription) =
+            super::super::channel(crate::ConnectionId::new(0, 1), capacity, ());
         std::mem::forget(subscription);
         sender
     }
@@ -392,9 +429,9 @@ mod tests {
     #[test]
     fn each_reader_reads_at_its_own_pace_from_where_it_joined() {
         let ring = ring();
-        let mut early = ring.reader(8, &sender());
+        let mut early = ring.reader(&sender(8), false);
         ring.push(1, &event(1));
-        let mut late = ring.reader(8, &sender());
+        let mut late = ring.reader(&sender(8), false);
         ring.push(2, &event(2));
         assert_eq!(early.head().ok(), Some(Some(1)));
         assert_eq!(data(early.pop().unwrap()), "data: 1");
@@ -410,8 +447,8 @@ mod tests {
     #[test]
     fn a_reader_further_behind_than_its_capacity_lags() {
         let ring = ring();
-        let mut small = ring.reader(2, &sender());
-        let mut large = ring.reader(4, &sender());
+        let mut small = ring.reader(&sender(2), false);
+        let mut large = ring.reader(&sender(4), false);
         for n in 0..3 {
             ring.push(n, &event(n));
         }
@@ -438,8 +475,8 @@ mod tests {
         let ring = ring();
         let woken = Arc::new(AtomicUsize::new(0));
         let waker = counting_waker(woken.clone());
-        let mut reader = ring.reader(8, &sender());
-        let mut gone = ring.reader(8, &sender());
+        let mut reader = ring.reader(&sender(8), false);
+        let mut gone = ring.reader(&sender(8), false);
         assert!(reader.park(&waker));
         assert!(reader.park(&waker)); // still listed: not listed twice
         assert!(gone.park(&waker));
@@ -455,7 +492,7 @@ mod tests {
     fn once_every_reader_is_caught_up_the_ring_keeps_only_the_newest_event() {
         let ring = ring();
         let waker = counting_waker(Arc::default());
-        let mut reader = ring.reader(64, &sender());
+        let mut reader = ring.reader(&sender(64), false);
         for n in 0..10 {
             ring.push(n, &event(n));
         }
@@ -468,7 +505,7 @@ mod tests {
         assert_eq!(ring.window.read().unwrap().entries.len(), 1);
         assert_eq!(reader.head().ok(), Some(Some(10)));
         // A reader that joined and never parked keeps the window.
-        let _idle = ring.reader(64, &sender());
+        let _idle = ring.reader(&sender(64), false);
         reader.pop();
         assert!(reader.park(&waker));
         ring.push(11, &event(11));
@@ -485,8 +522,8 @@ mod tests {
         stalled.on_lagged(move || {
             count.fetch_add(1, Ordering::SeqCst);
         });
-        let _stalled_reader = ring.reader(4, &stalled_sender);
-        let mut healthy = ring.reader(4, &sender());
+        let _stalled_reader = ring.reader(&stalled_sender, false);
+        let mut healthy = ring.reader(&sender(4), false);
         for n in 0..6 {
             ring.push(n, &event(n));
             while healthy.head().ok().flatten().is_some() {

@@ -4,6 +4,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -70,8 +71,10 @@ use crate::{ConnectionId, Event};
 pub struct Subscription {
     queue: Arc<Queue>,
     terminated: bool,
-    /// The hub's shared rings this subscription reads besides its queue
-    /// (`Everyone`, its groups and topics); empty for a [`channel`].
+    /// The hub's shared rings this subscription reads besides its queue:
+    /// `Everyone` (held inline: every hub subscription reads it), then its
+    /// groups' and topics'. None for a [`channel`].
+    everyone: Option<RingReader>,
     rings: Vec<RingReader>,
     // Declared after `queue`: dropped last, so the hub unregisters a queue
     // this side has already closed.
@@ -122,6 +125,15 @@ pub enum SendOutcome {
 struct Queue {
     id: ConnectionId,
     capacity: usize,
+    /// The subscription's position in its hub's `Everyone` ring, where
+    /// the hub's sweep for stalled readers looks (see `super::ring`).
+    ring_position: AtomicU64,
+    /// Set (under the lock) by every sender-side change: an event, a
+    /// lag, a miss, a close. A subscription that reads rings checks it
+    /// before taking the lock, so a fan-out does not lock each queue twice
+    /// per event for nothing. Cleared, under the lock, by the receiver
+    /// that found nothing to act on.
+    attention: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -170,6 +182,8 @@ pub fn channel(
     let queue = Arc::new(Queue {
         id,
         capacity: capacity.max(1),
+        ring_position: AtomicU64::new(0),
+        attention: AtomicBool::new(false),
         state: Mutex::new(State {
             events: VecDeque::new(),
             waker: None,
@@ -184,6 +198,7 @@ pub fn channel(
     let subscription = Subscription {
         queue,
         terminated: false,
+        everyone: None,
         rings: Vec::new(),
         _guard: Box::new(guard),
     };
@@ -194,6 +209,13 @@ impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
         // No code panics while holding this lock; recover rather than spread a poison.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock, for a sender-side change the receiver must see.
+    fn lock_to_change(&self) -> MutexGuard<'_, State> {
+        let state = self.lock();
+        self.attention.store(true, Ordering::Relaxed);
+        state
     }
 }
 
@@ -211,7 +233,7 @@ impl SubscriptionSender {
     /// Queues `event`, published as number `seq` of its hub (see
     /// [`ring`](super::ring) for the order this keeps).
     pub(crate) fn try_send_numbered(&self, seq: u64, event: &Event) -> SendOutcome {
-        let mut state = self.queue.lock();
+        let mut state = self.queue.lock_to_change();
         if state.status != Status::Open {
             return SendOutcome::Closed;
         }
@@ -247,12 +269,28 @@ impl SubscriptionSender {
         outcome
     }
 
+    /// The queue's capacity.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.queue.capacity as u64
+    }
+
+    /// Records the subscription's position in the `Everyone` ring.
+    pub(crate) fn set_ring_position(&self, next: u64) {
+        self.queue.ring_position.store(next, Ordering::Relaxed);
+    }
+
+    /// Whether the subscription is more than its capacity behind `tail`
+    /// of the `Everyone` ring.
+    pub(crate) fn is_behind(&self, tail: u64) -> bool {
+        tail.saturating_sub(self.queue.ring_position.load(Ordering::Relaxed)) > self.capacity()
+    }
+
     /// Lags the subscription from outside its queue (a ring's sweep found
     /// it too far behind): queued events are dropped, the lag hook runs and
     /// the receiver gets [`RecvError::Lagged`]. `false` if it was no longer
     /// open.
     pub(crate) fn lag(&self) -> bool {
-        let mut state = self.queue.lock();
+        let mut state = self.queue.lock_to_change();
         if state.status != Status::Open {
             return false;
         }
@@ -273,7 +311,7 @@ impl SubscriptionSender {
     /// Tells the receiver that events may have been missed (see
     /// [`RecvError::Missed`]).
     pub fn signal_missed(&self) {
-        let mut state = self.queue.lock();
+        let mut state = self.queue.lock_to_change();
         if state.status != Status::Open {
             return;
         }
@@ -288,7 +326,7 @@ impl SubscriptionSender {
     /// Closes the subscription: the receiver gets its queued events, then
     /// [`RecvError::Closed`].
     pub fn close(&self) {
-        let mut state = self.queue.lock();
+        let mut state = self.queue.lock_to_change();
         if state.status == Status::Open {
             state.status = Status::Closed;
         }
@@ -354,7 +392,7 @@ impl Subscription {
     ///
     /// Returns `Ok(None)` when the queue is empty and open.
     pub fn try_recv(&mut self) -> Result<Option<Event>, RecvError> {
-        if self.rings.is_empty() {
+        if !self.reads_rings() {
             let mut state = self.queue.lock();
             return take(&mut state, &mut self.terminated);
         }
@@ -364,7 +402,7 @@ impl Subscription {
     /// Polls for the next event; the building block of [`Subscription::recv`].
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, RecvError>> {
         loop {
-            let mut state = if self.rings.is_empty() {
+            let mut state = if !self.reads_rings() {
                 let mut state = self.queue.lock();
                 match take(&mut state, &mut self.terminated) {
                     Ok(Some(event)) => return Poll::Ready(Ok(event)),
@@ -380,7 +418,7 @@ impl Subscription {
                 // Nothing anywhere: park on every ring, then on the queue.
                 // Each source is checked again under the lock its pushes
                 // take, so an event that lands meanwhile is not missed.
-                if !self.rings.iter_mut().all(|ring| ring.park(cx.waker())) {
+                if !self.rings_mut().all(|ring| ring.park(cx.waker())) {
                     continue;
                 }
                 let state = self.queue.lock();
@@ -398,9 +436,18 @@ impl Subscription {
     }
 
     /// Sets the rings the subscription reads besides its queue.
-    pub(crate) fn with_rings(mut self, rings: Vec<RingReader>) -> Self {
+    pub(crate) fn with_rings(mut self, everyone: RingReader, rings: Vec<RingReader>) -> Self {
+        self.everyone = Some(everyone);
         self.rings = rings;
         self
+    }
+
+    fn reads_rings(&self) -> bool {
+        self.everyone.is_some() || !self.rings.is_empty()
+    }
+
+    fn rings_mut(&mut self) -> impl Iterator<Item = &mut RingReader> {
+        self.everyone.iter_mut().chain(self.rings.iter_mut())
     }
 
     /// The next event among the queue and the rings: the one with the
@@ -410,23 +457,41 @@ impl Subscription {
         const QUEUE: usize = usize::MAX;
         let mut candidate: Option<(u64, usize)> = None;
         loop {
-            let mut least = {
+            let mut least = if self.queue.attention.load(Ordering::Acquire) {
                 let mut state = self.queue.lock();
                 if state.missed || state.status != Status::Open {
                     // Missed first; a lagged or closed subscription reads
                     // no ring, only what its queue still holds.
                     return take(&mut state, &mut self.terminated);
                 }
-                state.events.front().map(|(seq, _)| (*seq, QUEUE))
+                let head = state.events.front().map(|(seq, _)| (*seq, QUEUE));
+                if head.is_none() {
+                    self.queue.attention.store(false, Ordering::Relaxed);
+                }
+                head
+            } else {
+                // Nothing changed on the sender's side since the queue was
+                // last found empty and open. (Seeing a ring event `c`
+                // makes any queue change made before `c` was numbered
+                // visible here: the `Ring` docs' argument, with this flag
+                // in place of the lock.)
+                None
             };
-            for (at, ring) in self.rings.iter_mut().enumerate() {
+            let mut lagged = None;
+            for (at, ring) in self.rings_mut().enumerate() {
                 match ring.head() {
                     Ok(Some(seq)) if least.is_none_or(|(least, _)| seq < least) => {
                         least = Some((seq, at));
                     }
                     Ok(_) => {}
-                    Err(Lagged) => return Err(self.lagged_behind_ring(at)),
+                    Err(Lagged) => {
+                        lagged = Some(at);
+                        break;
+                    }
                 }
+            }
+            if let Some(at) = lagged {
+                return Err(self.lagged_behind_ring(at));
             }
             if least == candidate {
                 break;
@@ -436,7 +501,7 @@ impl Subscription {
         Ok(match candidate {
             None => None,
             Some((_, QUEUE)) => return take(&mut self.queue.lock(), &mut self.terminated),
-            Some((_, at)) => self.rings.get_mut(at).and_then(RingReader::pop),
+            Some((_, at)) => self.rings_mut().nth(at).and_then(RingReader::pop),
         })
     }
 
@@ -447,7 +512,7 @@ impl Subscription {
         let hook = {
             let mut state = self.queue.lock();
             if state.status == Status::Open
-                && let Some(ring) = self.rings.get(at)
+                && let Some(ring) = self.everyone.iter().chain(&self.rings).nth(at)
             {
                 ring.count_lag();
             }
@@ -455,6 +520,7 @@ impl Subscription {
             state.events = VecDeque::new();
             state.on_lagged.take()
         };
+        self.everyone = None;
         self.rings.clear();
         if let Some(hook) = hook {
             hook();
