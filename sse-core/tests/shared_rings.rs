@@ -250,3 +250,43 @@ async fn a_reader_that_never_reads_again_is_lagged_by_publishes_and_its_hook_run
         assert_eq!(hub.stats().lagged, 1, "{audience:?}: counted once");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_broadcasts_reach_every_parked_reader_without_a_spurious_lag() {
+    const PER_PUBLISHER: usize = 5_000;
+    let hub = InMemoryHub::new();
+    let mut readers = Vec::new();
+    for i in 0..6 {
+        let mut subscription = hub
+            .subscribe(&Principal::new(format!("r{i}")), 4 * PER_PUBLISHER)
+            .await
+            .unwrap();
+        readers.push(tokio::spawn(async move {
+            // Parks between events, so pushes race the parking list.
+            for _ in 0..4 * PER_PUBLISHER {
+                tokio::time::timeout(Duration::from_secs(10), subscription.recv())
+                    .await
+                    .expect("a broadcast never arrived")
+                    .expect("a reader that keeps up was lagged");
+            }
+        }));
+    }
+    let mut publishers = Vec::new();
+    for _ in 0..4 {
+        let hub = hub.clone();
+        publishers.push(tokio::spawn(async move {
+            for n in 0..PER_PUBLISHER {
+                hub.publish(&Audience::Everyone, &Event::comment("b"))
+                    .await
+                    .unwrap();
+                if n % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    for task in publishers.into_iter().chain(readers) {
+        task.await.unwrap();
+    }
+    assert_eq!(hub.stats().lagged, 0);
+}

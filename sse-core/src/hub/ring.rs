@@ -29,7 +29,8 @@
 //!   of their numbers.
 //! - **A stalled reader is closed at once.** A reader stuck in a socket
 //!   write does not read, so it cannot notice its lag itself. Every
-//!   `capacity / 2` pushes its readers' positions are looked at (one load
+//!   `capacity / 2` pushes (the smallest capacity among its readers) its
+//!   readers' positions are looked at (one load
 //!   each, a fraction of a load per delivery) and those more than their
 //!   capacity behind are lagged through their queue: their lag hook runs,
 //!   as when a queue overflows. A group's or topic's ring keeps its
@@ -62,6 +63,9 @@ pub(crate) struct Ring {
     tail: AtomicU64,
     /// Entries kept: the largest capacity among the readers so far.
     capacity: AtomicUsize,
+    /// The smallest capacity among the readers so far: the sweep runs
+    /// every half of it.
+    min_capacity: AtomicUsize,
     waiters: Mutex<Waiters>,
     readers: AtomicUsize,
     /// Every reader's position, for the sweep that lags stalled readers.
@@ -119,6 +123,7 @@ impl Ring {
             }),
             tail: AtomicU64::new(0),
             capacity: AtomicUsize::new(1),
+            min_capacity: AtomicUsize::new(usize::MAX),
             waiters: Mutex::new(Waiters {
                 generation: 0,
                 wakers: Vec::new(),
@@ -148,6 +153,7 @@ impl Ring {
     ) -> RingReader {
         let capacity = usize::try_from(sender.capacity()).unwrap_or(usize::MAX);
         self.capacity.fetch_max(capacity, Ordering::Relaxed);
+        self.min_capacity.fetch_min(capacity, Ordering::Relaxed);
         let readers = self.readers.fetch_add(1, Ordering::Relaxed) + 1;
         let next = self.tail.load(Ordering::Acquire);
         let tracker = if tracked_by_queue {
@@ -184,14 +190,15 @@ impl Ring {
     /// behind; those whose position the ring keeps are lagged already.
     pub(crate) fn push(&self, seq: u64, event: &Event) -> Option<u64> {
         let mut sweep = None;
-        {
+        let mut list = {
             let mut window = self.window.write().unwrap_or_else(PoisonError::into_inner);
+            let mut waiters = self.lock_waiters();
             // Every reader parked has read everything so far (a reader
-            // parks only once it is caught up, and joins at the tail):
-            // what the ring holds is needed by no one. Trimming it here
-            // keeps an idle audience's ring at one event.
-            let all_caught_up = self.lock_waiters().parked == self.readers();
-            if all_caught_up {
+            // parks only once it is caught up, and joins at the tail; a
+            // push takes the list, under this lock, before the next push
+            // looks): what the ring holds is needed by no one. Trimming it
+            // here keeps an idle audience's ring at one event.
+            if waiters.parked == self.readers() {
                 window.first += window.entries.len() as u64;
                 if window.entries.capacity() > BATCH {
                     window.entries = VecDeque::new();
@@ -209,37 +216,34 @@ impl Ring {
                 window.entries.pop_front();
                 window.first += 1;
             }
+            // Before the list is taken: a reader that parks after sees it.
             self.tail.store(position + 1, Ordering::Release);
-            let every = (capacity / 2).max(1) as u64;
+            let every = (self.min_capacity.load(Ordering::Relaxed) / 2).max(1) as u64;
             if (position + 1).is_multiple_of(every) {
                 sweep = Some(position + 1);
             }
+            if waiters.wakers.is_empty() {
+                Vec::new()
+            } else {
+                waiters.generation += 1;
+                waiters.parked = 0;
+                let spare = std::mem::take(&mut waiters.spare);
+                std::mem::replace(&mut waiters.wakers, spare)
+            }
+        };
+        if !list.is_empty() {
+            for waker in list.drain(..).flatten() {
+                waker.wake();
+            }
+            let mut waiters = self.lock_waiters();
+            if waiters.spare.capacity() < list.capacity() {
+                waiters.spare = list;
+            }
         }
-        self.wake_parked();
         if let Some(tail) = sweep {
             self.lag_stalled_readers(tail);
         }
         sweep
-    }
-
-    fn wake_parked(&self) {
-        let mut list = {
-            let mut waiters = self.lock_waiters();
-            if waiters.wakers.is_empty() {
-                return;
-            }
-            waiters.generation += 1;
-            waiters.parked = 0;
-            let spare = std::mem::take(&mut waiters.spare);
-            std::mem::replace(&mut waiters.wakers, spare)
-        };
-        for waker in list.drain(..).flatten() {
-            waker.wake();
-        }
-        let mut waiters = self.lock_waiters();
-        if waiters.spare.capacity() < list.capacity() {
-            waiters.spare = list;
-        }
     }
 
     /// Lags the readers more than their capacity behind `tail` (see the
