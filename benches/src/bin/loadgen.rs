@@ -5,7 +5,9 @@
 //!   bytes);
 //! - server RSS per idle connection;
 //! - targeted delivery latency to one user among N connected, from the
-//!   publish call to the bytes being read (p50/p99/p99.9), at several N;
+//!   publish call to the bytes being read (p50/p99/p99.9), at several N,
+//!   and to their arrival in the client's socket (the kernel's receive
+//!   timestamp), which puts a spike on the server's or the client's side;
 //! - broadcast fan-out: deliveries per second of events to everyone;
 //! - replay throughput (ours only: the baselines have no replay).
 //!
@@ -25,14 +27,16 @@
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 use sse_benches::{cpu_seconds, percentile, rss_kib};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 
@@ -91,6 +95,10 @@ struct Results {
     rss_idle_kib: u64,
     /// (connections, p50, p99, p99.9) in microseconds.
     latency: Vec<(usize, f64, f64, f64)>,
+    /// The same, from the publish to the event's arrival in the client's
+    /// socket (the kernel's receive timestamp): the server's side of the
+    /// latency, without the load generator's own scheduling.
+    socket_latency: Vec<(usize, f64, f64, f64)>,
     fanout_connections: usize,
     fanout_per_second: f64,
     /// Server CPU time per delivery during the fan-out, in microseconds.
@@ -116,7 +124,8 @@ const PHASE_COUNT_IDS: u8 = 3;
 struct Shared {
     phase: AtomicU8,
     counted: AtomicU64,
-    latencies: mpsc::UnboundedSender<u64>,
+    /// (publish to read by the client, publish to arrival in its socket).
+    latencies: mpsc::UnboundedSender<(u64, Option<u64>)>,
 }
 
 fn now_nanos() -> u64 {
@@ -217,34 +226,77 @@ async fn connect(
     if n == 0 {
         return Err(std::io::Error::other("closed before the first bytes"));
     }
-    let report = move |shared: &Shared, stamp: Option<u64>, has_id: bool| match shared
-        .phase
-        .load(Ordering::Relaxed)
-    {
-        PHASE_TARGETED => {
-            if let Some(stamp) = stamp {
-                let _ = shared.latencies.send(now_nanos().saturating_sub(stamp));
+    // The kernel stamps each segment as it reaches the socket.
+    let _ = setsockopt(&stream, sockopt::ReceiveTimestampns, &true);
+    let report =
+        move |shared: &Shared, stamp: Option<u64>, has_id: bool, arrived: Option<u64>| match shared
+            .phase
+            .load(Ordering::Relaxed)
+        {
+            PHASE_TARGETED => {
+                if let Some(stamp) = stamp {
+                    let _ = shared.latencies.send((
+                        now_nanos().saturating_sub(stamp),
+                        arrived.map(|arrived| arrived.saturating_sub(stamp)),
+                    ));
+                }
             }
-        }
-        PHASE_COUNT => {
-            shared.counted.fetch_add(1, Ordering::Relaxed);
-        }
-        PHASE_COUNT_IDS if has_id => {
-            shared.counted.fetch_add(1, Ordering::Relaxed);
-        }
-        _ => {}
-    };
-    scanner.scan(&buffer[..n], |stamp, has_id| report(&shared, stamp, has_id));
+            PHASE_COUNT => {
+                shared.counted.fetch_add(1, Ordering::Relaxed);
+            }
+            PHASE_COUNT_IDS if has_id => {
+                shared.counted.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        };
+    scanner.scan(&buffer[..n], |stamp, has_id| {
+        report(&shared, stamp, has_id, None)
+    });
     Ok(tokio::spawn(async move {
         // Small buffers: 19,000 idle clients should not need 19,000 × 4 KiB.
         let mut buffer = vec![0u8; 2048];
-        while let Ok(n) = stream.read(&mut buffer).await {
+        let mut control = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        while let Ok((n, arrived)) = read_stamped(&stream, &mut buffer, &mut control).await {
             if n == 0 {
                 break;
             }
-            scanner.scan(&buffer[..n], |stamp, has_id| report(&shared, stamp, has_id));
+            scanner.scan(&buffer[..n], |stamp, has_id| {
+                report(&shared, stamp, has_id, arrived)
+            });
         }
     }))
+}
+
+/// Reads into `buffer`, with the kernel's receive timestamp of the data
+/// (`SO_TIMESTAMPNS`, nanoseconds since the epoch) when it gave one.
+async fn read_stamped(
+    stream: &tokio::net::TcpStream,
+    buffer: &mut [u8],
+    control: &mut Vec<u8>,
+) -> std::io::Result<(usize, Option<u64>)> {
+    let fd = stream.as_raw_fd();
+    loop {
+        stream.readable().await?;
+        let read = stream.try_io(Interest::READABLE, || {
+            let mut slices = [std::io::IoSliceMut::new(&mut *buffer)];
+            let message = recvmsg::<()>(fd, &mut slices, Some(&mut *control), MsgFlags::empty())
+                .map_err(std::io::Error::from)?;
+            let arrived = message.cmsgs().ok().and_then(|mut messages| {
+                messages.find_map(|message| match message {
+                    ControlMessageOwned::ScmTimestampns(at) => u64::try_from(at.tv_sec())
+                        .ok()
+                        .zip(u64::try_from(at.tv_nsec()).ok())
+                        .map(|(seconds, nanos)| seconds * 1_000_000_000 + nanos),
+                    _ => None,
+                })
+            });
+            Ok((message.bytes, arrived))
+        });
+        match read {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
 }
 
 /// Posts to the control port; returns the answer's body.
@@ -355,21 +407,29 @@ async fn run_mode(mode: &str, plan: &Plan) -> Results {
         // Targeted latency to one user among `step`.
         shared.phase.store(PHASE_TARGETED, Ordering::SeqCst);
         let mut latencies = Vec::with_capacity(plan.latency_samples);
+        let mut in_socket = Vec::with_capacity(plan.latency_samples);
         let mut user = 7usize;
         for _ in 0..plan.latency_samples {
             user = (user * 7919 + 13) % step;
             control(control_addr, &format!("/user/u{user}")).await;
-            let latency = tokio::time::timeout(Duration::from_secs(5), latency_rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("{mode}: a targeted event never arrived"))
-                .unwrap();
+            let (latency, arrived) =
+                tokio::time::timeout(Duration::from_secs(5), latency_rx.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("{mode}: a targeted event never arrived"))
+                    .unwrap();
             latencies.push(latency);
+            in_socket.extend(arrived);
         }
         shared.phase.store(PHASE_IDLE, Ordering::SeqCst);
         latencies.sort_unstable();
+        in_socket.sort_unstable();
         let micros = |q| percentile(&latencies, q) as f64 / 1_000.0;
         results
             .latency
+            .push((step, micros(0.5), micros(0.99), micros(0.999)));
+        let micros = |q| percentile(&in_socket, q) as f64 / 1_000.0;
+        results
+            .socket_latency
             .push((step, micros(0.5), micros(0.99), micros(0.999)));
         eprintln!(
             "  {mode}: {step} connections, targeted p50 {:.0} µs, p99 {:.0} µs",
@@ -675,6 +735,21 @@ async fn main() {
             println!(
                 "| {} | {} | {:.0} µs | {:.0} µs | {:.0} µs |",
                 r.mode, l.0, l.1, l.2, l.3
+            );
+        }
+    }
+    // The same samples up to the kernel's receive timestamp: a spike here
+    // is on the server's side of the socket, one only above is the load
+    // generator's.
+    println!(
+        "\n| server | connections | in the client's socket p50 | p99 | p99.9 | read by the client p99.9 |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for r in &results {
+        for (s, l) in r.socket_latency.iter().zip(&r.latency) {
+            println!(
+                "| {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs |",
+                r.mode, s.0, s.1, s.2, s.3, l.3
             );
         }
     }
