@@ -30,8 +30,8 @@ use crate::{ConnectionId, Event};
 ///   `capacity` unread events in one ring lag the subscription just as a
 ///   full queue does: a reader finds it out when it next receives, and a
 ///   reader that stopped receiving (stalled on its socket) is found by the
-///   ring, which checks its readers' positions every `capacity / 2`
-///   events; either way the [`on_lagged`](Subscription::on_lagged) hook
+///   ring, which checks its readers' positions every half of the
+///   smallest capacity among them, in events; either way the [`on_lagged`](Subscription::on_lagged) hook
 ///   runs at that moment.
 /// - **Ordered.** Events from one publisher arrive in the order published,
 ///   whatever audiences they went to: every publish is numbered before it
@@ -150,6 +150,27 @@ struct State {
 /// Run once, by the publisher, when the queue overflows.
 type LagHook = Box<dyn FnOnce() + Send>;
 
+impl State {
+    /// Marks the subscription lagged (an overflow, or a ring's sweep):
+    /// queued events go; the hook is returned to run outside the lock.
+    fn lag(&mut self) -> Option<LagHook> {
+        self.status = Status::Lagged;
+        self.events = VecDeque::new();
+        self.on_lagged.take()
+    }
+}
+
+/// After a lag, with the queue's lock released: the receiver is woken to
+/// see it, then the hook runs.
+fn wake_then_run(waker: Option<Waker>, hook: Option<LagHook>) {
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+    if let Some(hook) = hook {
+        hook();
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Status {
     Open,
@@ -251,21 +272,14 @@ impl SubscriptionSender {
             state.events.remove(at);
         }
         let (outcome, hook) = if state.events.len() >= self.queue.capacity {
-            state.status = Status::Lagged;
-            state.events = VecDeque::new();
-            (SendOutcome::Lagged, state.on_lagged.take())
+            (SendOutcome::Lagged, state.lag())
         } else {
             state.events.push_back((seq, event.clone()));
             (SendOutcome::Queued, None)
         };
         let waker = state.waker.take();
         drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        if let Some(hook) = hook {
-            hook();
-        }
+        wake_then_run(waker, hook);
         outcome
     }
 
@@ -294,17 +308,10 @@ impl SubscriptionSender {
         if state.status != Status::Open {
             return false;
         }
-        state.status = Status::Lagged;
-        state.events = VecDeque::new();
-        let hook = state.on_lagged.take();
+        let hook = state.lag();
         let waker = state.waker.take();
         drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        if let Some(hook) = hook {
-            hook();
-        }
+        wake_then_run(waker, hook);
         true
     }
 
