@@ -52,6 +52,14 @@ pub fn sqlite_url(name: &str) -> String {
     format!("sqlite://{}", path.display())
 }
 
+/// Deletes the database file (and its WAL) behind a [`sqlite_url`].
+pub fn remove_sqlite(url: &str) {
+    let path = url.trim_start_matches("sqlite://");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    }
+}
+
 /// The value at quantile `q` (0..=1) of sorted `values`.
 pub fn percentile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
     if sorted.is_empty() {

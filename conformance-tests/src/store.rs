@@ -89,6 +89,7 @@ where
         create_returns_the_stored_notification,
         unsafe_input_is_rejected_by_field,
         notification_ids_are_unique,
+        ids_are_never_reused_after_a_delete,
         list_pages_newest_first,
         unread_count_follows_every_operation,
         mark_read_records_a_change_once,
@@ -561,6 +562,42 @@ async fn notification_ids_are_unique<S: NotificationStore, L: EventLog>(
     Ok(())
 }
 
+/// Stores that number ids themselves (by a counter, or past the largest
+/// row) must not count back down when the newest notification is deleted.
+async fn ids_are_never_reused_after_a_delete<S: NotificationStore, L: EventLog>(
+    world: Shared<S, L>,
+    ns: Ns,
+) -> Result<(), String> {
+    let store = &world.store;
+    let u = uid(&ns, "u");
+    let mut deleted = BTreeSet::new();
+    for round in 0..3 {
+        let batch = (0..3)
+            .map(|i| NewNotification::new(u.clone(), format!("r{round}-{i}")))
+            .collect();
+        let changes = store
+            .create_many(batch)
+            .await
+            .map_err(fail("create_many"))?;
+        let single = create(store, &u, &format!("r{round}-single")).await?;
+        for change in changes.iter().chain([&single]) {
+            let id = created_id(change)?;
+            ensure!(
+                !deleted.contains(&id),
+                "notification id {id} was handed out again after its notification was deleted"
+            );
+        }
+        // Delete the newest ones: a store numbering past its largest row
+        // would hand these ids out again.
+        for change in changes.iter().skip(1).chain([&single]) {
+            let id = created_id(change)?;
+            store.delete(&u, id).await.map_err(fail("delete"))?;
+            deleted.insert(id);
+        }
+    }
+    Ok(())
+}
+
 async fn unread_count_follows_every_operation<S: NotificationStore, L: EventLog>(
     world: Shared<S, L>,
     ns: Ns,
@@ -779,17 +816,44 @@ async fn concurrent_writers_log_one_users_changes_in_order<S: NotificationStore,
     for w in 0..CONCURRENT_WRITERS {
         let world = world.clone();
         let u = u.clone();
+        // Half the writers create one by one, half in batches of 5.
         writers.push(tokio::spawn(async move {
-            for i in 0..PER_WRITER {
-                create(&world.store, &u, &format!("w{w}-{i}")).await?;
+            let mut ids = Vec::with_capacity(PER_WRITER);
+            if w % 2 == 0 {
+                for i in 0..PER_WRITER {
+                    ids.push(created_id(
+                        &create(&world.store, &u, &format!("w{w}-{i}")).await?,
+                    )?);
+                }
+            } else {
+                for batch in 0..PER_WRITER / 5 {
+                    let news = (0..5)
+                        .map(|i| NewNotification::new(u.clone(), format!("w{w}-{batch}-{i}")))
+                        .collect();
+                    let changes = world
+                        .store
+                        .create_many(news)
+                        .await
+                        .map_err(fail("create_many"))?;
+                    for change in &changes {
+                        ids.push(created_id(change)?);
+                    }
+                }
             }
-            Ok::<_, String>(())
+            Ok::<_, String>(ids)
         }));
     }
+    let mut ids = BTreeSet::new();
     for writer in writers {
-        writer
+        for id in writer
             .await
-            .map_err(|e| format!("writer panicked: {e}"))??;
+            .map_err(|e| format!("writer panicked: {e}"))??
+        {
+            ensure!(
+                ids.insert(id),
+                "notification id {id} was handed out twice to concurrent writers"
+            );
+        }
     }
     let total = CONCURRENT_WRITERS * PER_WRITER;
     let events = logged(&world.log, &u, start).await?;

@@ -153,7 +153,9 @@ macro_rules! number_id {
 }
 
 number_id! {
-    /// The id of a stored notification, unique within its store.
+    /// The id of a stored notification, unique within its store: a store
+    /// never hands an id out again, even after its notification is
+    /// deleted (clients may remember ids they saw deleted).
     ///
     /// ```
     /// use sse_core::NotificationId;

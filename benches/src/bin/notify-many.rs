@@ -8,8 +8,9 @@
 //! one must be (the binary checks). The rate is N over the time from the
 //! first call to the last delivery.
 //!
-//! `cargo run --release -p sse-benches --bin notify-many [-- --quick]`
-//! (PostgreSQL on `DATABASE_URL`, in a database of its own; Redis on
+//! `cargo run --release -p sse-benches --bin notify-many [-- --quick]
+//! [--stores sqlite,postgres] [--notifications 20000]` (the batched
+//! count; one by one stores a tenth of it. PostgreSQL on `DATABASE_URL`, in a database of its own; Redis on
 //! `REDIS_URL`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,19 +24,40 @@ use sse_redis::RedisStore;
 use sse_sqlx::SqlStore;
 
 const USERS: usize = 1_000;
+const STORES: [&str; 4] = ["memory", "sqlite", "postgres", "redis"];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let stores: Vec<String> = args
+        .iter()
+        .position(|a| a == "--stores")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(
+            || STORES.iter().map(|s| s.to_string()).collect(),
+            |list| list.split(',').map(str::to_owned).collect(),
+        );
+    if let Some(unknown) = stores.iter().find(|s| !STORES.contains(&s.as_str())) {
+        eprintln!("unknown store {unknown:?}; known: {}", STORES.join(","));
+        std::process::exit(2);
+    }
     // One by one is slow on the databases: fewer, enough for a stable rate.
-    let (single, batched) = if quick { (200, 2_000) } else { (2_000, 20_000) };
+    let batched = args
+        .iter()
+        .position(|a| a == "--notifications")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(if quick { 2_000 } else { 20_000 });
+    let single = (batched / 10).max(1);
     println!(
         "| store | one by one ({single}) | notify_many, batches of 100 ({batched}) | batches of 1,000 ({batched}) | best vs one by one |"
     );
     println!("| --- | --- | --- | --- | --- |");
-    for backend in ["memory", "sqlite", "postgres", "redis"] {
+    for backend in stores.iter().map(String::as_str) {
         let hub = InMemoryHub::new();
-        let notifier = open(backend, Arc::new(hub.clone())).await;
+        let sqlite = sse_benches::sqlite_url("notify-many");
+        let notifier = open(backend, &sqlite, Arc::new(hub.clone())).await;
         let run = format!("{backend}-{}", std::process::id());
         let mut subscriptions = Vec::with_capacity(USERS);
         for u in 0..USERS {
@@ -55,6 +77,10 @@ async fn main() {
             rate(thousand),
             hundred.max(thousand) / one
         );
+        drop(notifier);
+        if backend == "sqlite" {
+            sse_benches::remove_sqlite(&sqlite);
+        }
     }
 }
 
@@ -105,17 +131,10 @@ async fn measure(
     count as f64 / elapsed.as_secs_f64()
 }
 
-async fn open(backend: &str, hub: Arc<dyn Hub>) -> Notifier {
+async fn open(backend: &str, sqlite: &str, hub: Arc<dyn Hub>) -> Notifier {
     match backend {
         "memory" => Notifier::with_store(Arc::new(InMemoryStore::new()), hub),
-        "sqlite" => Notifier::with_store(
-            Arc::new(
-                SqlStore::connect(&sse_benches::sqlite_url("notify-many"))
-                    .await
-                    .unwrap(),
-            ),
-            hub,
-        ),
+        "sqlite" => Notifier::with_store(Arc::new(SqlStore::connect(sqlite).await.unwrap()), hub),
         "redis" => Notifier::with_store(
             Arc::new(
                 RedisStore::builder(sse_benches::redis_url())
