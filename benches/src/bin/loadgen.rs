@@ -5,9 +5,13 @@
 //!   bytes);
 //! - server RSS per idle connection;
 //! - targeted delivery latency to one user among N connected, from the
-//!   publish call to the bytes being read (p50/p99/p99.9), at several N,
-//!   and to their arrival in the client's socket (the kernel's receive
-//!   timestamp), which puts a spike on the server's or the client's side;
+//!   publish call to the bytes being read (p50/p99/p99.9/max over 10,000
+//!   samples or 20 s, each published on a kept-alive control connection), at
+//!   several N, and to their arrival in the client's socket (the kernel's
+//!   receive timestamp), which puts a spike on the server's or the
+//!   client's side; beside them, how late a thread of this process that
+//!   only sleeps 1 ms at a time woke up meanwhile: the machine's own
+//!   stalls, which no server can be faster than;
 //! - broadcast fan-out: deliveries per second of events to everyone;
 //! - replay throughput (ours only: the baselines have no replay).
 //!
@@ -42,6 +46,8 @@ use tokio::sync::mpsc;
 
 const MODES: [&str; 5] = ["ours", "broadcast", "map", "raw", "nchan"];
 const SOURCE_ADDRESSES: u8 = 8;
+/// The most time a step spends on latency samples.
+const SAMPLING_LIMIT: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Debug)]
 struct Plan {
@@ -65,7 +71,8 @@ impl Plan {
             fanout_at: 10_000,
             fanout_events: 100,
             fanout_bursts: 5,
-            latency_samples: 1_000,
+            // p99.9 of 10,000 is the tenth worst sample, not the second.
+            latency_samples: 10_000,
             replay_users: 1_000,
             replay_events: 100,
             pin: false,
@@ -95,6 +102,13 @@ struct Results {
     rss_idle_kib: u64,
     /// (connections, p50, p99, p99.9) in microseconds.
     latency: Vec<(usize, f64, f64, f64)>,
+    /// Per step: the slowest sample (µs), how many took over 1 ms, and
+    /// how many were taken.
+    latency_tail: Vec<(f64, usize, usize)>,
+    /// Per step: how late a thread of this process that only sleeps 1 ms
+    /// at a time woke up (p99.9 and max, µs), measured during the samples:
+    /// the machine's own stalls, beside ours.
+    sleeper: Vec<(f64, f64)>,
     /// The same, from the publish to the event's arrival in the client's
     /// socket (the kernel's receive timestamp): the server's side of the
     /// latency, without the load generator's own scheduling.
@@ -320,6 +334,86 @@ async fn control(control: SocketAddr, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A keep-alive connection to the control port, so that each latency
+/// sample is one request on an open connection rather than a new one.
+struct KeepAlive {
+    addr: SocketAddr,
+    stream: Option<BufReader<tokio::net::TcpStream>>,
+}
+
+impl KeepAlive {
+    fn new(addr: SocketAddr) -> Self {
+        Self { addr, stream: None }
+    }
+
+    /// Posts to `path` and waits for the whole answer (status 200).
+    async fn post(&mut self, path: &str) {
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => self.stream.insert(BufReader::new(
+                tokio::net::TcpStream::connect(self.addr).await.unwrap(),
+            )),
+        };
+        stream
+            .get_mut()
+            .write_all(
+                format!("POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: 0\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        let mut length = 0;
+        loop {
+            line.clear();
+            stream.read_line(&mut line).await.unwrap();
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.unwrap();
+    }
+}
+
+/// A thread that sleeps 1 ms at a time and records how late it woke up
+/// (ns): what the machine does to a process that asks for nothing else.
+struct Sleeper {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl Sleeper {
+    fn start() -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut late = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                let slept = asked.elapsed().saturating_sub(Duration::from_millis(1));
+                late.push(u64::try_from(slept.as_nanos()).unwrap_or(u64::MAX));
+            }
+            late
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 async fn wait_for(count: &AtomicU64, target: u64, limit: Duration) -> bool {
     let started = Instant::now();
     while count.load(Ordering::Relaxed) < target {
@@ -409,9 +503,17 @@ async fn run_mode(mode: &str, plan: &Plan) -> Results {
         let mut latencies = Vec::with_capacity(plan.latency_samples);
         let mut in_socket = Vec::with_capacity(plan.latency_samples);
         let mut user = 7usize;
+        let mut publisher = KeepAlive::new(control_addr);
+        let sleeper = Sleeper::start();
+        let sampling = Instant::now();
         for _ in 0..plan.latency_samples {
+            // A server whose every sample takes milliseconds (the
+            // broadcast baseline at 19,000 streams) stops early.
+            if sampling.elapsed() > SAMPLING_LIMIT {
+                break;
+            }
             user = (user * 7919 + 13) % step;
-            control(control_addr, &format!("/user/u{user}")).await;
+            publisher.post(&format!("/user/u{user}")).await;
             let (latency, arrived) =
                 tokio::time::timeout(Duration::from_secs(5), latency_rx.recv())
                     .await
@@ -421,12 +523,23 @@ async fn run_mode(mode: &str, plan: &Plan) -> Results {
             in_socket.extend(arrived);
         }
         shared.phase.store(PHASE_IDLE, Ordering::SeqCst);
+        let mut late = sleeper.stop();
+        late.sort_unstable();
+        results.sleeper.push((
+            percentile(&late, 0.999) as f64 / 1_000.0,
+            late.last().copied().unwrap_or_default() as f64 / 1_000.0,
+        ));
         latencies.sort_unstable();
         in_socket.sort_unstable();
         let micros = |q| percentile(&latencies, q) as f64 / 1_000.0;
         results
             .latency
             .push((step, micros(0.5), micros(0.99), micros(0.999)));
+        results.latency_tail.push((
+            latencies.last().copied().unwrap_or_default() as f64 / 1_000.0,
+            latencies.iter().filter(|&&l| l > 1_000_000).count(),
+            latencies.len(),
+        ));
         let micros = |q| percentile(&in_socket, q) as f64 / 1_000.0;
         results
             .socket_latency
@@ -728,13 +841,15 @@ async fn main() {
                 .map_or("—".to_owned(), |v| format!("{v:.0} events/s"))
         );
     }
-    println!("\n| server | connections | targeted p50 | p99 | p99.9 |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "\n| server | connections | targeted p50 | p99 | p99.9 | max | samples over 1 ms | a sleeping thread woke late p99.9 / max |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &results {
-        for l in &r.latency {
+        for ((l, tail), sleeper) in r.latency.iter().zip(&r.latency_tail).zip(&r.sleeper) {
             println!(
-                "| {} | {} | {:.0} µs | {:.0} µs | {:.0} µs |",
-                r.mode, l.0, l.1, l.2, l.3
+                "| {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {} of {} | {:.0} / {:.0} µs |",
+                r.mode, l.0, l.1, l.2, l.3, tail.0, tail.1, tail.2, sleeper.0, sleeper.1
             );
         }
     }
