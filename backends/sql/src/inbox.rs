@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
 use sqlx::{Any, Row, Transaction};
 use sse_core::{
     Audience, Change, ChangeKind, NewNotification, Notification, NotificationId, NotificationStore,
@@ -118,19 +119,17 @@ impl SqlStore {
             .map(serde_json::to_string)
             .transpose()
             .map_err(backend_error)?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO sse_notifications (user_id, title, message, kind, action_url, read, created_at, data) \
-             VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7) RETURNING id",
+        let id: i64 = notifications_insert(
+            self.backend,
+            std::slice::from_ref(&new),
+            vec![data],
+            created_at,
+            None,
         )
-        .bind(new.user.as_str())
-        .bind(new.title.as_str())
-        .bind(new.message.as_str())
-        .bind(new.kind.as_str())
-        .bind(new.action_url.as_deref())
-        .bind(created_at.as_millis())
-        .bind(data)
         .fetch_one(&mut **tx)
         .await
+        .map_err(store_error)?
+        .try_get(0)
         .map_err(store_error)?;
         Ok(Notification::from_new(
             NotificationId(to_u64(id)),
@@ -230,21 +229,30 @@ impl SqlStore {
     }
 }
 
-/// Inserts `chunk` and returns the ids PostgreSQL gave it.
-async fn insert_returning_ids_postgres(
-    tx: &mut Transaction<'static, Any>,
-    chunk: &[NewNotification],
+/// The multi-row insert of `chunk` (its `data` already JSON): under `ids`
+/// when given, else `RETURNING` the ids the database gives.
+fn notifications_insert<'q>(
+    backend: Backend,
+    chunk: &'q [NewNotification],
     data: Vec<Option<String>>,
     created_at: Timestamp,
-) -> Result<Vec<i64>, StoreError> {
+    ids: Option<&[i64]>,
+) -> Query<'q, Any, AnyArguments> {
+    let (id_column, returning) = match ids {
+        Some(_) => ("id, ", ""),
+        None => ("", " RETURNING id"),
+    };
     let sql = format!(
-        "INSERT INTO sse_notifications (user_id, title, message, kind, action_url, created_at, data) \
-         VALUES {} RETURNING id",
-        placeholders(Backend::Postgres, chunk.len(), 7)
+        "INSERT INTO sse_notifications ({id_column}user_id, title, message, kind, action_url, created_at, data) \
+         VALUES {}{returning}",
+        placeholders(backend, chunk.len(), 7 + usize::from(ids.is_some()))
     );
-    // Only placeholders are formatted into the statement.
+    // Only placeholders and column names are formatted into the statement.
     let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (new, data) in chunk.iter().zip(data) {
+    for (i, (new, data)) in chunk.iter().zip(data).enumerate() {
+        if let Some(id) = ids.and_then(|ids| ids.get(i)) {
+            insert = insert.bind(*id);
+        }
         insert = insert
             .bind(new.user.as_str())
             .bind(new.title.as_str())
@@ -254,6 +262,17 @@ async fn insert_returning_ids_postgres(
             .bind(created_at.as_millis())
             .bind(data);
     }
+    insert
+}
+
+/// Inserts `chunk` and returns the ids PostgreSQL gave it.
+async fn insert_returning_ids_postgres(
+    tx: &mut Transaction<'static, Any>,
+    chunk: &[NewNotification],
+    data: Vec<Option<String>>,
+    created_at: Timestamp,
+) -> Result<Vec<i64>, StoreError> {
+    let insert = notifications_insert(Backend::Postgres, chunk, data, created_at, None);
     let rows = insert.fetch_all(&mut **tx).await.map_err(store_error)?;
     rows.iter()
         .map(|row| row.try_get::<i64, _>(0))
@@ -289,24 +308,7 @@ async fn insert_numbered_sqlite(
         .map(|offset| last.checked_add(offset))
         .collect::<Option<_>>()
         .ok_or_else(|| StoreError::Backend("notification ids are exhausted".into()))?;
-    let sql = format!(
-        "INSERT INTO sse_notifications (id, user_id, title, message, kind, action_url, created_at, data) \
-         VALUES {}",
-        placeholders(Backend::Sqlite, chunk.len(), 8)
-    );
-    // Only placeholders are formatted into the statement.
-    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for ((new, data), id) in chunk.iter().zip(data).zip(&ids) {
-        insert = insert
-            .bind(*id)
-            .bind(new.user.as_str())
-            .bind(new.title.as_str())
-            .bind(new.message.as_str())
-            .bind(new.kind.as_str())
-            .bind(new.action_url.as_deref())
-            .bind(created_at.as_millis())
-            .bind(data);
-    }
+    let insert = notifications_insert(Backend::Sqlite, chunk, data, created_at, Some(&ids));
     insert.execute(&mut **tx).await.map_err(store_error)?;
     Ok(ids)
 }
