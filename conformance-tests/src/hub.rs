@@ -117,6 +117,7 @@ where
         durable_events_reach_every_node_in_position_order,
         presence_spans_nodes,
         conflation_keys_travel_between_nodes,
+        hostile_ids_never_reach_another_audience,
     );
     report
 }
@@ -1057,6 +1058,93 @@ async fn connection_ids_are_unique<H: Hub>(hub: Shared<H>, ns: String) -> Result
             sub.id()
         );
         subs.push(sub);
+    }
+    Ok(())
+}
+
+/// Ids an app takes from its users (names, a token's `sub`) may hold line
+/// breaks, colons, NULs and wildcards: an event for such an audience,
+/// durable or not, reaches that audience on every node, byte for byte, and
+/// never the user whose id it starts with.
+async fn hostile_ids_never_reach_another_audience<H: Hub>(
+    nodes: Nodes<H>,
+    ns: String,
+) -> Result<(), String> {
+    let log = InMemoryLog::new();
+    for node in &nodes {
+        node.attach_log(Arc::new(log.clone()));
+    }
+    let victim = user(&ns, "x");
+    let victim_principal = Principal::new(victim.clone())
+        .with_session(victim.clone())
+        .with_groups([victim.clone()])
+        .with_topics([victim.clone()]);
+    let mut on_b = subscribe(&*nodes[1], &victim_principal, 256).await?;
+    let hostile = [
+        format!("{victim}\ndata: evil"),
+        format!("{victim}\n\ndata: evil\n"),
+        format!("{victim}\r\ndata: evil"),
+        format!("{victim}\0"),
+        format!("{victim}:"),
+        format!("{victim}.>"),
+        format!("{victim} *"),
+        format!("u:{victim}"),
+    ];
+    let mut audiences = Vec::new();
+    for name in &hostile {
+        audiences.extend([
+            Audience::user(name.clone()),
+            Audience::session(name.clone()),
+            Audience::group(name.clone()),
+            Audience::topic(name.clone()),
+        ]);
+    }
+    // The attacker's own stream, on node C: it gets what is addressed to it.
+    let attacker = Principal::new(hostile[0].clone());
+    let mut on_c = subscribe(&*nodes[2], &attacker, 256).await?;
+    for audience in &audiences {
+        publish(&*nodes[0], audience, &event("evil")).await?;
+    }
+    let durable_audiences: Vec<Audience> = audiences
+        .iter()
+        .filter(|a| a.is_durable())
+        .cloned()
+        .collect();
+    let stored = durable(&log, &durable_audiences).await?;
+    for (audience, event) in durable_audiences.iter().zip(&stored) {
+        publish(&*nodes[0], audience, event).await?;
+    }
+    // Nothing of that reached the victim: the next events are the markers.
+    let markers = [
+        Audience::user(victim.clone()),
+        Audience::session(victim.clone()),
+        Audience::group(victim.clone()),
+        Audience::topic(victim.clone()),
+    ];
+    for audience in &markers {
+        expect_nothing_before_marker(&*nodes[0], &mut on_b, audience, "the victim on node B")
+            .await?;
+    }
+    let mut expected = vec![("evil".to_owned(), event("evil").frame().clone())];
+    expected.extend(
+        durable_audiences
+            .iter()
+            .zip(&stored)
+            .filter(|(a, _)| **a == Audience::user(hostile[0].clone()))
+            .map(|(_, e)| (label(e), e.frame().clone())),
+    );
+    for (want, frame) in expected {
+        let got = recv(
+            &mut on_c,
+            "the stream of the user with a line break in their id",
+        )
+        .await?;
+        ensure!(
+            got.frame() == &frame,
+            "the user with a line break in their id got {:?} where {want:?} ({:?}) was due",
+            String::from_utf8_lossy(got.frame()),
+            String::from_utf8_lossy(&frame)
+        );
     }
     Ok(())
 }

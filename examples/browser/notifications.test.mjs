@@ -1,26 +1,20 @@
 // The notifications app in headless Chromium: two users in two browser
 // contexts, live delivery without polling, tabs in sync, a server restart
-// with replay, logout, the polling fallback, org announcements and
-// presence, and the shared client (clients/js): ten tabs on one stream,
-// the leading tab closed mid-burst, a tab back from another page.
+// with replay, logout, org announcements and presence, and the shared
+// client (clients/js): ten tabs on one stream, the leading tab closed
+// mid-burst, a tab back from another page. Faults between browser and
+// server (and the polling fallback): adversity.test.mjs.
 // Screenshots go to target/browser-screenshots.
 //
 // Run with scripts/test, or: NOTIFICATIONS_BIN=target/debug/notifications
 // node --test examples/browser/notifications.test.mjs
 import {after, before, test} from 'node:test'
 import assert from 'node:assert/strict'
-import {spawn} from 'node:child_process'
-import {mkdirSync, mkdtempSync} from 'node:fs'
-import net from 'node:net'
+import {mkdtempSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import {fileURLToPath} from 'node:url'
-import {chromium} from 'playwright-core'
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const BIN = process.env.NOTIFICATIONS_BIN ?? path.join(root, 'target/debug/notifications')
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium'
-const SHOTS = process.env.SCREENSHOT_DIR ?? path.join(root, 'target/browser-screenshots')
+import * as support from './support.mjs'
+import {freePort, item, launch, send, shot, stopServer} from './support.mjs'
 
 let browser
 let server
@@ -28,71 +22,14 @@ let port
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'notifications-browser-'))
 const contexts = {}
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const {port} = probe.address()
-      probe.close(() => resolve(port))
-    })
-    probe.on('error', reject)
-  })
-}
-
-// Starts the app on `port` with the default SQLite store in `dataDir`.
-function startServer(onPort) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ['--addr', `127.0.0.1:${onPort}`, '--heartbeat-secs', '1'], {cwd: dataDir, stdio: ['ignore', 'pipe', 'inherit']})
-    const timer = setTimeout(() => reject(new Error('the app did not start within 10 s')), 10000)
-    child.stdout.on('data', (chunk) => {
-      if (String(chunk).includes('listening on')) {
-        clearTimeout(timer)
-        resolve(child)
-      }
-    })
-    child.on('exit', (code) => reject(new Error(`the app exited with ${code}`)))
-  })
-}
-
-function stopServer(child, signal = 'SIGKILL') {
-  return new Promise((resolve) => {
-    child.removeAllListeners('exit')
-    child.on('exit', () => resolve())
-    child.kill(signal)
-  })
-}
-
+const startServer = (onPort) => support.startServer(onPort, dataDir)
 const base = () => `http://127.0.0.1:${port}`
-
-async function shot(page, name) {
-  mkdirSync(SHOTS, {recursive: true})
-  await page.screenshot({path: path.join(SHOTS, `${name}.png`), fullPage: true})
-}
-
-async function logIn(page, user, query = '', org = '') {
-  await page.goto(`${base()}/${query}`)
-  await page.fill('#login-user', user)
-  if (org) await page.fill('#login-org', org)
-  await page.click('#login-form button[type=submit]')
-  await page.waitForSelector('#app-view:not([hidden])')
-}
-
-async function send(page, to, title) {
-  await page.fill('#send-form input[name=user]', to)
-  await page.fill('#send-form input[name=title]', title)
-  await page.click('#send-form button[type=submit]')
-  await page.waitForSelector(`#send-result:text("Sent to ${to}.")`)
-}
-
-const item = (title) => `#list li:has(.title:text-is("${title}"))`
+const logIn = (page, user, query = '', org = '') => support.logIn(page, base(), user, {query, org})
 
 before(async () => {
   port = await freePort()
   server = await startServer(port)
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  })
+  browser = await launch()
   for (const user of ['alice', 'bob']) {
     contexts[user] = await browser.newContext()
     contexts[user].page = await contexts[user].newPage()
@@ -175,21 +112,6 @@ test('logging out ends the stream of every tab of that session', async () => {
   await second.waitForSelector('#login-view:not([hidden])', {timeout: 10000})
   await shot(second, '4-logged-out')
   await second.close()
-})
-
-test('without EventSource the page falls back to polling', async () => {
-  const context = await browser.newContext()
-  await context.addInitScript(() => {
-    delete window.EventSource
-  })
-  const page = await context.newPage()
-  await logIn(page, 'carol', '?poll=500')
-  await page.waitForSelector('#status[data-state="polling"]')
-  await send(contexts.bob.page, 'carol', 'Polled in')
-  await page.waitForSelector(item('Polled in'), {timeout: 3000})
-  assert.equal(await page.textContent('#badge'), '1')
-  await shot(page, '5-polling')
-  await context.close()
 })
 
 test('a member of an org who was offline sees its announcement once back; other orgs never do', async () => {

@@ -221,8 +221,20 @@ function connect() {
   stopLive()
   // `?share=0` gives every tab its own stream, as before the shared client
   // (for comparisons: examples/browser/tabs-bench.mjs).
-  const share = new URLSearchParams(location.search).get('share') !== '0'
-  const client = new SseClient(STREAM, {pollInterval: POLL_MS, share})
+  const query = new URLSearchParams(location.search)
+  const share = query.get('share') !== '0'
+  // Tabs share a stream only with tabs of the same user; the stream says
+  // whose it is, and a mismatch (someone logged in as another user in
+  // another tab) stops it before anything of it is shown.
+  const client = new SseClient(STREAM, {
+    user: state.user,
+    pollInterval: POLL_MS,
+    share,
+    // For the browser tests: shorter waits than a real network needs.
+    connectTimeout: Number(query.get('connectTimeout')) || undefined,
+    failuresBeforePolling: Number(query.get('failuresBeforePolling')) || undefined,
+    pollsBeforeStreaming: Number(query.get('pollsBeforeStreaming')) || undefined,
+  })
   state.client = client
   // For the browser tests (and curious developers): which tab leads.
   window.notificationsClient = client
@@ -239,6 +251,8 @@ function connect() {
   }
   client.onStateChange(live)
   client.onUnauthorized(() => showLogin())
+  // The cookie is another user's now: show that user's inbox, not a mix.
+  client.onUserChange(() => location.reload())
   // Presence may have changed while the stream was away.
   client.on('connected', () => refreshPresence())
   client.on('notification', (event) => apply(event.json()))
@@ -280,6 +294,20 @@ function startApp(user, org) {
   connect()
 }
 
+// Tabs of this browser share the cookie, so a login or logout in one tab
+// changes who every tab is: each follows it at once (a tab's stream would
+// notice at its next reconnect; `?followLogins=0` leaves it to that).
+const sessionChannel =
+  typeof BroadcastChannel === 'function' && new URLSearchParams(location.search).get('followLogins') !== '0'
+    ? new BroadcastChannel('notifications-session')
+    : null
+if (sessionChannel) {
+  sessionChannel.onmessage = ({data}) => {
+    if (data?.kind === 'login' && data.user !== state.user) location.reload()
+    if (data?.kind === 'logout' && state.user) showLogin()
+  }
+}
+
 $('login-form').addEventListener('submit', async (event) => {
   event.preventDefault()
   const user = $('login-user').value.trim()
@@ -287,6 +315,7 @@ $('login-form').addEventListener('submit', async (event) => {
   $('login-error').textContent = ''
   try {
     await api('POST', '/api/login', org ? {user, org} : {user})
+    sessionChannel?.postMessage({kind: 'login', user})
     startApp(user, org)
   } catch (error) {
     $('login-error').textContent = error.message
@@ -297,6 +326,7 @@ $('logout').addEventListener('click', async () => {
   try {
     await api('POST', '/api/logout')
   } finally {
+    sessionChannel?.postMessage({kind: 'logout'})
     showLogin()
   }
 })

@@ -347,8 +347,14 @@ impl Event {
                 .ok_or(EventError::InvalidFrame(
                     "a conflation key's length is missing",
                 ))?;
-        let len = std::str::from_utf8(&wire[1..colon])
+        // Canonical decimal only (no sign, no leading zero): one spelling
+        // per key, so the wire form stays injective.
+        let digits = &wire[1..colon];
+        let canonical = digits.first().is_some_and(|b| (b'1'..=b'9').contains(b))
+            && digits.iter().all(u8::is_ascii_digit);
+        let len = std::str::from_utf8(digits)
             .ok()
+            .filter(|_| canonical)
             .and_then(|len| len.parse::<usize>().ok())
             .filter(|len| (1..=MAX_CONFLATION_KEY_LEN).contains(len))
             .ok_or(EventError::InvalidFrame(
@@ -691,6 +697,8 @@ mod tests {
             b"\x013:ab",
             b"\x011:kdata: x\n\ndata: y\n\n",
             b"\x01300:kdata: x\n\n",
+            b"\x01+1:kdata: x\n\n",
+            b"\x0101:kdata: x\n\n",
         ] {
             assert!(
                 Event::from_wire(Bytes::copy_from_slice(junk)).is_err(),

@@ -48,6 +48,7 @@
 
 pub mod audience;
 pub mod auth;
+pub mod cluster;
 pub mod event;
 pub mod guide;
 pub mod hub;

@@ -70,7 +70,8 @@ type CatchUpFuture = SyncWrapper<Pin<Box<dyn Future<Output = Result<CatchUp, Sto
 pub(crate) struct StreamState {
     shared: Arc<Shared>,
     principal: Principal,
-    id: ConnectionId,
+    /// `None` for a poll.
+    id: Option<ConnectionId>,
     subscription: Option<Subscription>,
     pending: VecDeque<Bytes>,
     /// The log position the client stands at: every durable event
@@ -101,7 +102,8 @@ pub(crate) struct StreamState {
 pub(crate) struct Opened {
     pub(crate) shared: Arc<Shared>,
     pub(crate) principal: Principal,
-    pub(crate) subscription: Subscription,
+    /// `None` for a poll: the prelude, and the response ends.
+    pub(crate) subscription: Option<Subscription>,
     pub(crate) prelude: Vec<Bytes>,
     pub(crate) watermark: Cursor,
     pub(crate) permit: Permit,
@@ -139,10 +141,11 @@ impl SseBody {
                 .unwrap_or_default()
         });
         let shutdown = shared.shutdown.wait_owned();
+        let polling = subscription.is_none();
         let state = StreamState {
-            id: subscription.id(),
+            id: subscription.as_ref().map(Subscription::id),
             principal,
-            subscription: Some(subscription),
+            subscription,
             pending: prelude.into(),
             watermark,
             wrote_since_tick: true,
@@ -152,7 +155,7 @@ impl SseBody {
             last_delivery: now,
             catch_up: None,
             shutdown_waker: None,
-            closing: None,
+            closing: polling.then_some(DisconnectCause::Polled),
             finished: false,
             connected_at: now,
             delivered: 0,
@@ -500,7 +503,10 @@ impl StreamState {
         }
         self.finished = true;
         self.subscription = None;
-        crate::presence::changed(&self.shared, &self.principal);
+        if self.id.is_some() {
+            // A poll never joined.
+            crate::presence::changed(&self.shared, &self.principal);
+        }
         let seconds = self.connected_at.elapsed().as_secs_f64();
         self.shared.metrics.disconnected(cause, seconds);
         self.shared

@@ -26,6 +26,7 @@ use crate::presence::PresenceAudiences;
 /// | [`max_lifetime`](Self::max_lifetime) | off |
 /// | [`allowed_origins`](Self::allowed_origins) | any |
 /// | [`last_event_id_query`](Self::last_event_id_query) | `lastEventId` |
+/// | [`poll_query`](Self::poll_query) | `poll` |
 /// | [`shutdown_retry`](Self::shutdown_retry) | 1 s to 6 s |
 /// | [`presence_events`](Self::presence_events) | off |
 /// | [`hub`](Self::hub) / [`store`](Self::store) ([`log`](Self::log), [`inbox`](Self::inbox)) | in memory |
@@ -51,6 +52,7 @@ pub(crate) struct Config {
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) allowed_origins: Option<Vec<Origin>>,
     pub(crate) last_event_id_query: Option<String>,
+    pub(crate) poll_query: Option<String>,
     pub(crate) shutdown_retry: Range<Duration>,
     pub(crate) limit_retry_after: Duration,
     pub(crate) presence_events: Option<PresenceAudiences>,
@@ -69,6 +71,7 @@ impl std::fmt::Debug for Config {
             .field("max_lifetime", &self.max_lifetime)
             .field("allowed_origins", &self.allowed_origins)
             .field("last_event_id_query", &self.last_event_id_query)
+            .field("poll_query", &self.poll_query)
             .field("shutdown_retry", &self.shutdown_retry)
             .field("presence_events", &self.presence_events.is_some())
             .finish_non_exhaustive()
@@ -88,6 +91,7 @@ impl Default for Config {
             max_lifetime: None,
             allowed_origins: None,
             last_event_id_query: Some("lastEventId".to_owned()),
+            poll_query: Some("poll".to_owned()),
             shutdown_retry: Duration::from_secs(1)..Duration::from_secs(6),
             limit_retry_after: Duration::from_secs(5),
             presence_events: None,
@@ -262,6 +266,24 @@ impl SseServiceBuilder {
     /// Reads `Last-Event-ID` from the header only.
     pub fn without_last_event_id_query(mut self) -> Self {
         self.config.last_event_id_query = None;
+        self
+    }
+
+    /// The query parameter that makes a request a **poll** (default
+    /// `poll`: `GET /events?poll=1`): the response is the `connected`
+    /// event and what the log has after the request's cursor, and then it
+    /// ends. Clients behind a proxy that buffers responses poll, since a
+    /// stream never reaches them; `@sse-layer/client` does by itself. A
+    /// poll is not a live connection: it does not subscribe to the hub and
+    /// never counts as a join or leave in presence.
+    pub fn poll_query(mut self, name: impl Into<String>) -> Self {
+        self.config.poll_query = Some(name.into());
+        self
+    }
+
+    /// Treats every request as a stream (no poll parameter).
+    pub fn without_poll_query(mut self) -> Self {
+        self.config.poll_query = None;
         self
     }
 

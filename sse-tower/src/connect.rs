@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
-use sse_core::{AuthRejection, Cursor, Event, Principal, Topic};
+use sse_core::{AuthRejection, Cursor, Event, Principal, Subscription, Topic};
 
 use crate::ConnectionCloser;
 use crate::body::{Opened, SseBody};
@@ -116,32 +116,19 @@ async fn open_inner(shared: Arc<Shared>, parts: Parts) -> Response<SseBody> {
 
     // Subscribe first, then ask the log: anything published in between
     // arrives on the subscription, and the watermark drops what the log
-    // already returned. No gap, no duplicate (see `sse_core::log`).
+    // already returned. No gap, no duplicate (see `sse_core::log`). A poll
+    // reads the log alone: it ends with what the log has.
     let position = Position::from_request(&parts, config.last_event_id_query.as_deref());
     let notifier = &shared.notifier;
-    let mut subscription = match notifier
-        .hub()
-        .subscribe(&principal, config.queue_capacity)
-        .await
-    {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            tracing::warn!(%error, "subscribing to the hub failed");
-            shared.metrics.rejected(RejectCause::Unavailable);
-            return retry_later(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "live delivery is unavailable; reconnect shortly",
-                config.limit_retry_after,
-            );
+    let polling = is_poll(&parts, config.poll_query.as_deref());
+    let subscription = if polling {
+        None
+    } else {
+        match subscribe(&shared, &parts, &principal).await {
+            Ok(subscription) => Some(subscription),
+            Err(refused) => return refused,
         }
     };
-    if let Some(closer) = parts.extensions.get::<ConnectionCloser>() {
-        // The server stops polling a body whose client stopped reading, so
-        // the stream would not see its own overflow: close the connection
-        // from the publisher's side.
-        let closer = closer.clone();
-        subscription.on_lagged(move || closer.close());
-    }
     let caught_up = match replay::catch_up(
         &**notifier.log(),
         &principal,
@@ -162,14 +149,24 @@ async fn open_inner(shared: Arc<Shared>, parts: Parts) -> Response<SseBody> {
         }
     };
 
-    let id = subscription.id();
-    let span = tracing::info_span!("sse_stream", connection = %id, user = %principal.user());
+    let id = subscription.as_ref().map(Subscription::id);
+    let span = match id {
+        Some(id) => tracing::info_span!("sse_stream", connection = %id, user = %principal.user()),
+        None => tracing::info_span!("sse_poll", user = %principal.user()),
+    };
     let mut prelude = Vec::with_capacity(1 + caught_up.frames.len());
-    prelude.push(connected_frame(&shared, id, caught_up.start));
+    prelude.push(connected_frame(
+        &shared,
+        id,
+        principal.user(),
+        caught_up.start,
+    ));
     prelude.extend(caught_up.frames);
     shared.metrics.connected();
     shared.metrics.hub(|| notifier.hub().stats());
-    crate::presence::changed(&shared, &principal);
+    if subscription.is_some() {
+        crate::presence::changed(&shared, &principal);
+    }
     shared.metrics.replayed(caught_up.replayed);
     if caught_up.reset {
         shared.metrics.reset();
@@ -191,6 +188,49 @@ async fn open_inner(shared: Arc<Shared>, parts: Parts) -> Response<SseBody> {
         permit,
         span,
     }))
+}
+
+/// Registers the stream with the hub, closing its connection from the
+/// publisher's side should it fall behind.
+async fn subscribe(
+    shared: &Shared,
+    parts: &Parts,
+    principal: &Principal,
+) -> Result<Subscription, Response<SseBody>> {
+    let config = &shared.config;
+    let mut subscription = match shared
+        .notifier
+        .hub()
+        .subscribe(principal, config.queue_capacity)
+        .await
+    {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            tracing::warn!(%error, "subscribing to the hub failed");
+            shared.metrics.rejected(RejectCause::Unavailable);
+            return Err(retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "live delivery is unavailable; reconnect shortly",
+                config.limit_retry_after,
+            ));
+        }
+    };
+    if let Some(closer) = parts.extensions.get::<ConnectionCloser>() {
+        // The server stops polling a body whose client stopped reading, so
+        // the stream would not see its own overflow: close the connection
+        // from the publisher's side.
+        let closer = closer.clone();
+        subscription.on_lagged(move || closer.close());
+    }
+    Ok(subscription)
+}
+
+/// Whether the request asks for a poll (`?poll=1`, or the configured name).
+fn is_poll(parts: &Parts, name: Option<&str>) -> bool {
+    let (Some(name), Some(query)) = (name, parts.uri.query()) else {
+        return false;
+    };
+    sse_core::query::params(query, name).any(|value| value != "0" && value != "false")
 }
 
 /// The authenticator panicked.
@@ -277,10 +317,26 @@ fn narrow_topics(principal: Principal, parts: &Parts) -> Result<Principal, Strin
 
 /// The first event: a `retry:` hint, and as `id:` where the client starts
 /// (its own cursor, or the log's head for a fresh client), so that even a
-/// client that receives nothing else resumes without a gap.
-fn connected_frame(shared: &Shared, id: sse_core::ConnectionId, start: Cursor) -> Bytes {
+/// client that receives nothing else resumes without a gap. Its data says
+/// whose stream it is, so that a browser's tabs share it only among tabs of
+/// that user (and notice when the cookie under them changed hands).
+fn connected_frame(
+    shared: &Shared,
+    id: Option<sse_core::ConnectionId>,
+    user: &sse_core::UserId,
+    start: Cursor,
+) -> Bytes {
     let heartbeat_ms = shared.config.heartbeat.map_or(0, |h| h.as_millis());
-    let data = format!("{{\"connectionId\":\"{id}\",\"heartbeatMs\":{heartbeat_ms}}}");
+    let mut data = serde_json::json!({
+        "heartbeatMs": heartbeat_ms,
+        "user": user.as_str(),
+    });
+    match id {
+        Some(id) => data["connectionId"] = id.to_string().into(),
+        // A poll is no connection of the hub's.
+        None => data["poll"] = true.into(),
+    }
+    let data = data.to_string();
     Event::builder()
         .retry(shared.config.retry)
         .id(start.to_string())

@@ -56,7 +56,9 @@
 //!    `Cache-Control: no-cache, no-transform`, `X-Accel-Buffering: no`; no
 //!    `Content-Length` and no `Connection` (HTTP/2 forbids it).
 //! 3. **First bytes at once**: a `retry:` hint with an event named
-//!    `connected` whose data is `{"connectionId":"…","heartbeatMs":…}` and
+//!    `connected` whose data is
+//!    `{"connectionId":"…","heartbeatMs":…,"user":"…"}` (the principal's
+//!    user, so a browser shares the stream only among that user's tabs) and
 //!    whose `id:` is where the client starts (its own cursor, or the log's
 //!    head for a fresh client), so that a client that receives nothing
 //!    else still resumes without a gap.

@@ -52,10 +52,13 @@ pub enum DisconnectCause {
     HubClosed,
     /// Catching up from the store failed.
     StoreError,
+    /// A poll (see [`poll_query`](crate::SseServiceBuilder::poll_query))
+    /// sent what the log had and ended.
+    Polled,
 }
 
 impl DisconnectCause {
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::ClientGone,
         Self::Lagged,
         Self::Shutdown,
@@ -65,6 +68,7 @@ impl DisconnectCause {
         Self::Disconnected,
         Self::HubClosed,
         Self::StoreError,
+        Self::Polled,
     ];
 
     /// A short snake_case label, as used in metrics.
@@ -79,6 +83,7 @@ impl DisconnectCause {
             Self::Disconnected => "disconnected",
             Self::HubClosed => "hub_closed",
             Self::StoreError => "store_error",
+            Self::Polled => "polled",
         }
     }
 

@@ -97,18 +97,18 @@ impl Shutdown {
 impl Shared {
     /// A `retry:` frame with a delay drawn from the shutdown range, spread
     /// by connection so clients do not all come back at once.
-    pub(crate) fn jittered_shutdown_retry(&self, id: ConnectionId) -> Bytes {
+    pub(crate) fn jittered_shutdown_retry(&self, id: Option<ConnectionId>) -> Bytes {
         let range = &self.config.shutdown_retry;
         let span = (range.end - range.start).as_millis().max(1) as u64;
-        let offset = self.jitter.hash_one(id.get()) % span;
+        let offset = self.jitter.hash_one(id.map(ConnectionId::get)) % span;
         Event::retry_hint(range.start + Duration::from_millis(offset)).into_frame()
     }
 
     /// The `retry:` hint of a stream whose credentials expired: within a
     /// second (clients come back and authenticate again), spread so that
     /// tokens issued together do not reconnect together.
-    pub(crate) fn jittered_expiry_retry(&self, id: ConnectionId) -> Bytes {
-        let offset = self.jitter.hash_one(id.get()) % 1_000;
+    pub(crate) fn jittered_expiry_retry(&self, id: Option<ConnectionId>) -> Bytes {
+        let offset = self.jitter.hash_one(id.map(ConnectionId::get)) % 1_000;
         Event::retry_hint(Duration::from_millis(offset)).into_frame()
     }
 }

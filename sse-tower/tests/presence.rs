@@ -71,3 +71,33 @@ async fn without_the_option_no_presence_event_is_sent() {
         "notification"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_never_announce_a_join_or_a_leave() {
+    let f =
+        start(|b| b.presence_events(|p| p.groups().iter().cloned().map(Audience::Group).collect()))
+            .await;
+    for user in ["pia", "quin"] {
+        f.sessions.insert(
+            user,
+            Principal::new(user)
+                .with_session(user)
+                .with_groups(["acme"]),
+        );
+    }
+    let mut quin = f.open("quin").await;
+    let own = quin.next_event(SECOND).await.unwrap();
+    assert_eq!(own.data, r#"{"user":"quin","online":true}"#);
+    for _ in 0..5 {
+        let mut poll = sse_conformance::client::Request::get("/events?poll=1")
+            .header("cookie", "sid=pia")
+            .send(&f.addr())
+            .await
+            .unwrap();
+        assert!(poll.wait_for_end(SECOND).await.unwrap());
+    }
+    assert!(
+        quin.next_event(Duration::from_millis(500)).await.is_err(),
+        "a poll was announced as a join or a leave"
+    );
+}

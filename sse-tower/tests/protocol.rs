@@ -46,6 +46,11 @@ async fn headers_and_first_bytes_arrive_before_any_notification() {
     assert_eq!(connected.event_type, "connected");
     assert_eq!(json(&connected)["heartbeatMs"], 15_000);
     assert_eq!(
+        json(&connected)["user"],
+        "alice",
+        "the stream says whose it is"
+    );
+    assert_eq!(
         connected.last_event_id,
         head.to_string(),
         "a fresh client starts at the log's head"
@@ -373,4 +378,15 @@ async fn oversized_and_malformed_headers_never_panic() {
         response.status()
     );
     assert_eq!(f.open("alice").await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_connected_event_names_any_user_id_as_valid_json() {
+    let f = start(|b| b).await;
+    let odd = "a\"b\\c</script>é";
+    f.sessions
+        .insert("odd", sse_core::Principal::new(odd).with_session("odd"));
+    let mut stream = f.request("odd").send(&f.addr()).await.expect("connect");
+    let connected = stream.next_event(SECOND).await.expect("connected event");
+    assert_eq!(json(&connected)["user"], odd);
 }

@@ -562,3 +562,41 @@ async fn every_audience_resumes_without_gap_or_duplicate_under_concurrent_publis
     }
     assert!(reconnects >= 5, "only {reconnects} connections");
 }
+
+#[tokio::test]
+async fn a_poll_gets_what_the_log_has_after_its_cursor_then_ends_without_joining() {
+    let f = start(|b| b).await;
+    let mut stream = f.open("alice").await;
+    f.notify("alice", "one").await;
+    let seen = stream.next_event(SECOND).await.unwrap();
+    assert_eq!(created_title(&seen), "one");
+    drop(stream);
+    f.wait_for_active(0).await;
+    f.notify("alice", "two").await;
+    f.notify("alice", "three").await;
+    let mut poll = Request::get("/events?poll=1")
+        .header("cookie", "sid=alice")
+        .header("last-event-id", &seen.last_event_id)
+        .send(&f.addr())
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), 200);
+    assert!(
+        poll.wait_for_end(SECOND).await.unwrap(),
+        "the poll did not end after the replay"
+    );
+    let events: Vec<_> = sse_conformance::parser::parse(poll.body())
+        .into_iter()
+        .filter_map(|item| match item {
+            sse_conformance::parser::Item::Event(event) => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events[0].event_type, "connected");
+    assert_eq!(json(&events[0])["poll"], true);
+    let titles: Vec<String> = events[1..].iter().map(created_title).collect();
+    assert_eq!(titles, ["two", "three"]);
+    // It never subscribed: nothing registered, no stream left counted.
+    assert_eq!(f.hub.subscriptions(), 0);
+    assert_eq!(f.sse.metrics().active_connections, 0);
+}

@@ -18,8 +18,10 @@
 //! session), `.g.` (a group), `.t.` (a topic), with the key hex-encoded so
 //! no name can spell another subject or a wildcard; `<prefix>.all` for
 //! everyone; `<prefix>.c.<node>` for one connection of a node; **durable
-//! events** (with a log position) on `<prefix>.d`, prefixed with their
-//! audience. Payloads are [`Event::to_wire`].
+//! events** (with a log position) on `<prefix>.d`. Every payload is an
+//! [`Envelope`] ([`sse_core::cluster::wire`]): the audience, length-prefixed,
+//! then the event. A node delivers a message only if its envelope decodes
+//! and its subject is the one that envelope's audience travels on.
 //!
 //! Each node reads all of them through one subscription, `<prefix>.>`, and
 //! delivers through its local index (a hash lookup for an audience it does
@@ -62,9 +64,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use sse_core::cluster::Envelope;
 use sse_core::{
-    Audience, ConnectionId, Event, EventLog, Hub, HubError, HubStats, InMemoryHub, Presence,
-    Principal, Subscription,
+    Audience, Event, EventLog, Hub, HubError, HubStats, InMemoryHub, Presence, Principal,
+    Subscription,
 };
 use tokio::sync::Notify;
 
@@ -461,16 +464,15 @@ impl NatsHub {
     pub fn local(&self) -> &InMemoryHub {
         &self.inner.local
     }
+}
 
-    /// The subject of an audience (`None` for a connection: its node's
-    /// subject carries the sequence in the payload).
-    fn subject(&self, audience: &Audience) -> String {
-        let prefix = &self.inner.prefix;
-        match audience {
-            Audience::Everyone => format!("{prefix}.all"),
-            Audience::Connection(id) => format!("{prefix}.c.{:x}", id.node()),
-            other => format!("{prefix}.{}", key_token(other)),
-        }
+/// The subject an ephemeral event for `audience` travels on; a
+/// connection's is its node's.
+fn subject_of(prefix: &str, audience: &Audience) -> String {
+    match audience {
+        Audience::Everyone => format!("{prefix}.all"),
+        Audience::Connection(id) => format!("{prefix}.c.{:x}", id.node()),
+        other => format!("{prefix}.{}", key_token(other)),
     }
 }
 
@@ -514,76 +516,47 @@ fn audiences_of(principal: &Principal) -> Vec<Audience> {
 /// order NATS delivers them.
 async fn forward(mut subscriber: async_nats::Subscriber, local: InMemoryHub, prefix: String) {
     let node = local.node_id();
+    let presence = format!("{prefix}.p");
     while let Some(message) = subscriber.next().await {
-        let Some(token) = message
-            .subject
-            .strip_prefix(prefix.as_str())
-            .and_then(|rest| rest.strip_prefix('.'))
-        else {
+        // Presence has its own reader.
+        if message.subject.as_str() == presence {
             continue;
-        };
-        let payload = message.payload;
-        let (audience, wire) = match token {
-            // Presence has its own reader.
-            "p" => continue,
-            "all" => (Some(Audience::Everyone), payload),
-            "d" => match split_head(&payload) {
-                Some((head, at)) => (Audience::from_key(head), payload.slice(at..)),
-                None => (None, payload),
-            },
-            _ => match token.split_once('.') {
-                Some(("c", target)) if u64::from_str_radix(target, 16).ok() == Some(node) => {
-                    match split_head(&payload) {
-                        Some((head, at)) => (
-                            u64::from_str_radix(head, 16)
-                                .ok()
-                                .map(|seq| Audience::Connection(ConnectionId::new(node, seq))),
-                            payload.slice(at..),
-                        ),
-                        None => (None, payload),
-                    }
-                }
-                // Another node's connection.
-                Some(("c", _)) => continue,
-                Some((kind, hex)) => (audience_of(kind, hex), payload),
-                None => (None, payload),
-            },
-        };
-        let Some(audience) = audience else {
-            tracing::warn!("ignoring a message for an audience this hub does not know");
-            continue;
-        };
-        match Event::from_wire(wire) {
-            Ok(event) => local.deliver(&audience, &event),
-            Err(error) => tracing::warn!(%error, "ignoring a malformed message"),
+        }
+        match accept(&prefix, node, message.subject.as_str(), message.payload) {
+            Ok(Some(envelope)) => local.deliver(&envelope.audience, &envelope.event),
+            // Another node's connection.
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "ignoring a message"),
         }
     }
 }
 
-/// `<head>\n<rest>`: the head and where the rest starts.
-fn split_head(payload: &[u8]) -> Option<(&str, usize)> {
-    let newline = payload.iter().position(|b| *b == b'\n')?;
-    let head = std::str::from_utf8(&payload[..newline]).ok()?;
-    Some((head, newline + 1))
-}
-
-/// The audience of a subject's kind and hex-encoded name.
-fn audience_of(kind: &str, hex: &str) -> Option<Audience> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
+/// The envelope of a message on `subject` (see
+/// [`sse_core::cluster::wire`]), if it is for this node: the subject must be
+/// the one its audience travels on; `None` for another node's connection.
+fn accept(
+    prefix: &str,
+    node: u64,
+    subject: &str,
+    payload: Bytes,
+) -> Result<Option<Envelope>, String> {
+    let envelope = Envelope::decode(payload).map_err(|e| e.to_string())?;
+    let durable = subject.strip_prefix(prefix) == Some(".d");
+    let routed = if durable {
+        envelope.event.cursor().is_some()
+    } else {
+        subject == subject_of(prefix, &envelope.audience)
+    };
+    if !routed {
+        return Err(format!(
+            "an envelope for {:?} arrived on {subject:?}, which does not carry that audience",
+            envelope.audience
+        ));
     }
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    let name = String::from_utf8(bytes).ok()?;
-    Some(match kind {
-        "u" => Audience::user(name),
-        "s" => Audience::session(name),
-        "g" => Audience::group(name),
-        "t" => Audience::topic(name),
-        _ => return None,
-    })
+    match &envelope.audience {
+        Audience::Connection(id) if id.node() != node => Ok(None),
+        _ => Ok(Some(envelope)),
+    }
 }
 
 #[async_trait]
@@ -609,25 +582,12 @@ impl Hub for NatsHub {
 
     async fn publish(&self, audience: &Audience, event: &Event) -> Result<(), HubError> {
         let inner = &self.inner;
-        let (subject, payload) = match (event.cursor(), audience.key()) {
-            (Some(_), Some(key)) => {
-                let mut payload = Vec::with_capacity(key.len() + 1 + event.frame().len());
-                payload.extend_from_slice(key.as_bytes());
-                payload.push(b'\n');
-                payload.extend_from_slice(event.frame());
-                (format!("{}.d", inner.prefix), Bytes::from(payload))
-            }
-            _ => {
-                let wire = event.to_wire();
-                match audience {
-                    Audience::Connection(id) => {
-                        let mut payload = format!("{:x}\n", id.seq()).into_bytes();
-                        payload.extend_from_slice(&wire);
-                        (self.subject(audience), Bytes::from(payload))
-                    }
-                    _ => (self.subject(audience), wire),
-                }
-            }
+        let payload = Envelope::new(audience.clone(), event.clone())
+            .try_encode()
+            .map_err(|e| HubError::Rejected(e.to_string()))?;
+        let subject = match (event.cursor(), audience.is_durable()) {
+            (Some(_), true) => format!("{}.d", inner.prefix),
+            _ => subject_of(&inner.prefix, audience),
         };
         inner
             .client
@@ -767,15 +727,36 @@ mod tests {
 
     #[test]
     fn subject_tokens_cannot_spell_another_subject() {
-        for name in ["a.b", "*", ">", "a b", "é"] {
+        let mut tokens = std::collections::HashSet::new();
+        for name in ["a.b", "*", ">", "a b", "é", "u.61", "x\ndata: y"] {
             let token = key_token(&Audience::user(name));
             assert!(token.starts_with("u."));
             assert!(token[2..].bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
-            assert_eq!(audience_of("u", &token[2..]), Some(Audience::user(name)));
+            assert!(tokens.insert(token));
         }
         assert_ne!(
             key_token(&Audience::user("x")),
             key_token(&Audience::group("x"))
         );
+    }
+
+    #[test]
+    fn only_envelopes_on_their_own_subject_are_delivered() {
+        let event = Event::builder().data("x").build().unwrap();
+        let evil = Audience::user("x\ndata: evil");
+        let payload = Envelope::new(evil.clone(), event.clone()).encode();
+        let on_own = accept("sse", 1, &subject_of("sse", &evil), payload.clone());
+        assert_eq!(on_own.unwrap().unwrap().audience, evil);
+        // The same envelope on user x's subject, or as durable: refused.
+        let victim = subject_of("sse", &Audience::user("x"));
+        assert!(accept("sse", 1, &victim, payload.clone()).is_err());
+        assert!(accept("sse", 1, "sse.d", payload).is_err());
+        // The old form (key, line feed, frame) is refused.
+        let old = Bytes::from_static(b"u:x\ndata: evil\nid: a.1\ndata: x\n\n");
+        assert!(accept("sse", 1, "sse.d", old).is_err());
+        let to_other_node = Audience::Connection(sse_core::ConnectionId::new(2, 5));
+        let payload = Envelope::new(to_other_node.clone(), event).encode();
+        let subject = subject_of("sse", &to_other_node);
+        assert!(accept("sse", 1, &subject, payload).unwrap().is_none());
     }
 }

@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
+use sse_core::cluster::{Envelope, WireError};
 use sse_core::{
-    Audience, ConnectionId, Event, EventLog, Hub, HubError, HubStats, InMemoryHub, Presence,
-    Principal, Subscription,
+    Audience, Event, EventLog, Hub, HubError, HubStats, InMemoryHub, Presence, Principal,
+    Subscription,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,7 +40,10 @@ use crate::presence::{Dirty, Flusher, PresenceKeys, remote_count};
 /// `<prefix>d`, that every node reads: each node delivers them through its
 /// [`InMemoryHub`] in position order, filling a position that never
 /// arrives from the attached log (see [`sse_core::log`]). Only exact
-/// `SUBSCRIBE`s are used, never patterns.
+/// `SUBSCRIBE`s are used, never patterns. Every payload is an
+/// [`Envelope`] ([`sse_core::cluster::wire`]): the audience, length-prefixed,
+/// then the event; a node delivers a message only if its envelope decodes
+/// and its channel is the one that envelope's audience travels on.
 ///
 /// # When Redis goes away
 ///
@@ -386,7 +390,7 @@ impl RedisHubBuilder {
 
     /// The node id to claim (default: a random one). If a live node holds
     /// it, another is drawn: two nodes never share an id, so connection
-    /// ids stay unique across nodes ([`ConnectionId`]).
+    /// ids stay unique across nodes ([`ConnectionId`](sse_core::ConnectionId)).
     pub fn node_id(mut self, id: u64) -> Self {
         self.node_id = Some(id);
         self
@@ -538,18 +542,17 @@ fn durable_channel(prefix: &str) -> String {
     format!("{prefix}d")
 }
 
-/// The channel for an audience, and the connection number to put in
-/// front of the payload for one connection. `None` for an audience kind
-/// this hub does not know (never "everyone" by default).
-pub(crate) fn channel(prefix: &str, audience: &Audience) -> Option<(String, Option<u64>)> {
+/// The channel an ephemeral event for `audience` travels on. `None` for
+/// an audience kind this hub does not know (never "everyone" by default).
+pub(crate) fn channel(prefix: &str, audience: &Audience) -> Option<String> {
     Some(match audience {
-        Audience::User(user) => (format!("{prefix}u:{user}"), None),
-        Audience::Session(session) => (format!("{prefix}s:{session}"), None),
-        Audience::Group(group) => (format!("{prefix}g:{group}"), None),
-        Audience::Topic(topic) => (format!("{prefix}t:{topic}"), None),
+        Audience::User(user) => format!("{prefix}u:{user}"),
+        Audience::Session(session) => format!("{prefix}s:{session}"),
+        Audience::Group(group) => format!("{prefix}g:{group}"),
+        Audience::Topic(topic) => format!("{prefix}t:{topic}"),
         // Only the node that owns the connection listens here.
-        Audience::Connection(id) => (connection_channel(prefix, id.node()), Some(id.seq())),
-        Audience::Everyone => (format!("{prefix}a"), None),
+        Audience::Connection(id) => connection_channel(prefix, id.node()),
+        Audience::Everyone => format!("{prefix}a"),
         _ => return None,
     })
 }
@@ -585,43 +588,32 @@ fn channels_of(prefix: &str, principal: &Principal) -> Vec<String> {
     keys
 }
 
-/// The audience a message on `channel` is for, and the event's bytes.
-/// Connection-addressed messages are accepted only on `node`'s channel.
-fn parse(prefix: &str, node: u64, channel: &str, payload: &[u8]) -> Option<(Audience, Bytes)> {
-    let rest = channel.strip_prefix(prefix)?;
-    if rest == "a" {
-        return Some((Audience::Everyone, Bytes::copy_from_slice(payload)));
-    }
-    if rest == "d" {
-        // `<audience key>\n<frame>`; audience keys never hold a line break
-        // that matters here: the first one ends the key.
-        let newline = payload.iter().position(|b| *b == b'\n')?;
-        let audience = Audience::from_key(std::str::from_utf8(&payload[..newline]).ok()?)?;
-        return Some((audience, Bytes::copy_from_slice(&payload[newline + 1..])));
-    }
-    let (kind, key) = rest.split_once(':')?;
-    let audience = match kind {
-        "u" => Audience::user(key),
-        "s" => Audience::session(key),
-        "g" => Audience::group(key),
-        "t" => Audience::topic(key),
-        "c" => {
-            if u64::from_str_radix(key, 16).ok()? != node {
-                return None;
-            }
-            let newline = payload.iter().position(|b| *b == b'\n')?;
-            let seq = std::str::from_utf8(&payload[..newline])
-                .ok()?
-                .parse()
-                .ok()?;
-            return Some((
-                Audience::Connection(ConnectionId::new(node, seq)),
-                Bytes::copy_from_slice(&payload[newline + 1..]),
-            ));
-        }
-        _ => return None,
+/// The envelope a message on `channel` carries, if this node should
+/// deliver it: an envelope (see [`sse_core::cluster::wire`]) on a channel
+/// of this hub that routes its audience, a connection's only on `node`'s
+/// channel.
+fn parse(prefix: &str, node: u64, on: &str, payload: Bytes) -> Result<Envelope, Refused> {
+    let rest = on.strip_prefix(prefix).ok_or(Refused::Channel)?;
+    let envelope = Envelope::decode(payload).map_err(Refused::Wire)?;
+    let routed = match &envelope.audience {
+        // Durable events of every audience travel on the one channel.
+        _ if rest == "d" => envelope.event.cursor().is_some(),
+        Audience::Connection(id) => id.node() == node && rest == connection_channel("", node),
+        audience => channel("", audience).is_some_and(|name| name == rest),
     };
-    Some((audience, Bytes::copy_from_slice(payload)))
+    if routed {
+        Ok(envelope)
+    } else {
+        Err(Refused::Channel)
+    }
+}
+
+/// Why a message was not delivered.
+#[derive(Debug)]
+enum Refused {
+    /// Not a channel of this hub, or not the one its audience travels on.
+    Channel,
+    Wire(WireError),
 }
 
 #[async_trait]
@@ -656,16 +648,14 @@ impl Hub for RedisHub {
     }
 
     async fn publish(&self, audience: &Audience, event: &Event) -> Result<(), HubError> {
-        let frame = event.frame();
-        let (channel, payload) = match (event.cursor(), audience.key()) {
-            (Some(_), Some(key)) => {
-                let mut payload = Vec::with_capacity(key.len() + 1 + frame.len());
-                payload.extend_from_slice(key.as_bytes());
-                payload.push(b'\n');
-                payload.extend_from_slice(frame);
-                (durable_channel(&self.inner.prefix), payload)
-            }
-            _ => self.ephemeral(audience, &event.to_wire())?,
+        let payload = Envelope::new(audience.clone(), event.clone())
+            .try_encode()
+            .map_err(|e| HubError::Rejected(e.to_string()))?;
+        let channel = match (event.cursor(), audience.is_durable()) {
+            (Some(_), true) => durable_channel(&self.inner.prefix),
+            _ => channel(&self.inner.prefix, audience).ok_or_else(|| {
+                HubError::Rejected(format!("the Redis hub cannot address {audience:?}"))
+            })?,
         };
         let mut connection = self.inner.publisher.clone();
         redis::cmd(if self.inner.cluster {
@@ -674,7 +664,7 @@ impl Hub for RedisHub {
             "PUBLISH"
         })
         .arg(channel)
-        .arg(payload)
+        .arg(&payload[..])
         .query_async::<i64>(&mut connection)
         .await
         .map_err(|e| HubError::Unavailable(Box::new(e)))?;
@@ -714,24 +704,6 @@ impl Hub for RedisHub {
             .await
             .map_err(|e| HubError::Unavailable(Box::new(e)))?;
         Ok(Presence::new(local + remote))
-    }
-}
-
-impl RedisHub {
-    /// The channel and payload of an ephemeral event.
-    fn ephemeral(&self, audience: &Audience, wire: &Bytes) -> Result<(String, Vec<u8>), HubError> {
-        let (channel, connection) = channel(&self.inner.prefix, audience).ok_or_else(|| {
-            HubError::Rejected(format!("the Redis hub cannot address {audience:?}"))
-        })?;
-        let payload: Vec<u8> = match connection {
-            Some(seq) => {
-                let mut payload = format!("{seq}\n").into_bytes();
-                payload.extend_from_slice(wire);
-                payload
-            }
-            None => wire.to_vec(),
-        };
-        Ok((channel, payload))
     }
 }
 
@@ -1076,20 +1048,18 @@ impl Listener {
     }
 
     fn deliver_bytes(&self, channel: &str, payload: &[u8]) {
-        let Some((audience, frame)) = parse(&self.prefix, self.node.id, channel, payload) else {
-            tracing::warn!("ignoring a message on a channel this hub does not serve");
-            return;
-        };
-        // Durable events travel as their frame, ephemeral ones in the wire
-        // form (which adds a conflation key and reads empty as disconnect).
-        let event = match Event::from_wire(frame) {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(%error, "ignoring a malformed message");
-                return;
+        match parse(
+            &self.prefix,
+            self.node.id,
+            channel,
+            Bytes::copy_from_slice(payload),
+        ) {
+            Ok(envelope) => self.local.deliver(&envelope.audience, &envelope.event),
+            Err(Refused::Channel) => {
+                tracing::warn!("ignoring a message on a channel that does not route its audience");
             }
-        };
-        self.local.deliver(&audience, &event);
+            Err(Refused::Wire(error)) => tracing::warn!(%error, "ignoring a malformed message"),
+        }
     }
 }
 
@@ -1140,39 +1110,56 @@ pub(crate) fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sse_core::ConnectionId;
 
     #[test]
     fn channels_keep_kinds_apart_and_parse_back() {
         let prefix = "sse:";
         let node = 0xfeed;
-        let user = channel(prefix, &Audience::user("alice")).unwrap().0;
-        let spoof = channel(prefix, &Audience::topic("u:alice")).unwrap().0;
+        let user = channel(prefix, &Audience::user("alice")).unwrap();
+        let spoof = channel(prefix, &Audience::topic("u:alice")).unwrap();
         assert_eq!(user, "sse:u:alice");
         assert_eq!(spoof, "sse:t:u:alice");
         assert_ne!(user, spoof);
+        let event = Event::builder().data("x").build().unwrap();
+        let envelope = |audience: Audience| Envelope::new(audience, event.clone()).encode();
+        let spoofed = parse(prefix, node, &spoof, envelope(Audience::topic("u:alice")));
+        assert_eq!(spoofed.unwrap().audience, Audience::topic("u:alice"));
+        // An envelope on a channel that does not route its audience.
+        assert!(parse(prefix, node, &user, envelope(Audience::topic("u:alice"))).is_err());
+        let mine = channel(prefix, &Audience::Connection(ConnectionId::new(node, 42))).unwrap();
+        assert_eq!(mine, "sse:c:000000000000feed");
+        let to_42 = envelope(Audience::Connection(ConnectionId::new(node, 42)));
         assert_eq!(
-            parse(prefix, node, &spoof, b"x").unwrap().0,
-            Audience::topic("u:alice")
+            parse(prefix, node, &mine, to_42.clone()).unwrap().audience,
+            Audience::Connection(ConnectionId::new(node, 42))
         );
-        let (mine, seq) =
-            channel(prefix, &Audience::Connection(ConnectionId::new(node, 42))).unwrap();
-        assert_eq!((mine.as_str(), seq), ("sse:c:000000000000feed", Some(42)));
+        // Another node's connection is never delivered here.
+        assert!(parse(prefix, node + 1, &mine, to_42).is_err());
         assert_eq!(
-            parse(prefix, node, &mine, b"42\ndata: x\n\n").unwrap(),
-            (
-                Audience::Connection(ConnectionId::new(node, 42)),
-                Bytes::from_static(b"data: x\n\n")
-            )
-        );
-        // Another node's connection channel is never delivered here.
-        assert!(parse(prefix, node + 1, &mine, b"42\ndata: x\n\n").is_none());
-        assert_eq!(
-            parse(prefix, node, "sse:a", b"").unwrap().0,
+            parse(prefix, node, "sse:a", envelope(Audience::Everyone))
+                .unwrap()
+                .audience,
             Audience::Everyone
         );
-        assert!(parse(prefix, node, "other:u:x", b"").is_none());
-        assert!(parse(prefix, node, "sse:zz", b"").is_none());
-        assert!(parse(prefix, node, &mine, b"notanid\n").is_none());
+        assert!(parse(prefix, node, "other:u:x", envelope(Audience::user("x"))).is_err());
+        assert!(parse(prefix, node, "sse:zz", envelope(Audience::user("x"))).is_err());
+        assert!(parse(prefix, node, "sse:u:x", Bytes::from_static(b"data: x\n\n")).is_err());
+        // An ephemeral event is never taken from the durable channel.
+        assert!(parse(prefix, node, "sse:d", envelope(Audience::user("x"))).is_err());
         assert_eq!(redact("redis://:pw@host:6379"), "redis://***@host:6379");
+    }
+
+    #[test]
+    fn a_line_break_in_an_id_never_reaches_another_user() {
+        let prefix = "sse:";
+        let cursor = "abcdefgh.1".parse().unwrap();
+        let event = Event::builder().data("x").build().unwrap();
+        let durable = event.with_cursor(cursor).unwrap();
+        let evil = Audience::user("x\ndata: evil");
+        let payload = Envelope::new(evil.clone(), durable.clone()).encode();
+        let received = parse(prefix, 1, "sse:d", payload).unwrap();
+        assert_eq!(received.audience, evil);
+        assert_eq!(received.event.frame(), durable.frame());
     }
 }

@@ -90,7 +90,7 @@ impl PresenceKeys {
         match audience {
             Audience::Everyone => Some(EVERYONE.to_owned()),
             Audience::Connection(_) => None,
-            other => channel(&self.prefix, other).map(|(name, _)| self.field(&name).to_owned()),
+            other => channel(&self.prefix, other).map(|name| self.field(&name).to_owned()),
         }
     }
 }

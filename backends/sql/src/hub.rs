@@ -11,9 +11,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sse_core::cluster::{Envelope, wire};
 use sse_core::{
-    Audience, ConnectionId, Event, EventLog, Hub, HubError, HubStats, InMemoryHub, Presence,
-    Principal, Subscription, Timestamp,
+    Audience, Event, EventLog, Hub, HubError, HubStats, InMemoryHub, Presence, Principal,
+    Subscription, Timestamp,
 };
 use tokio::sync::Notify;
 
@@ -34,8 +35,9 @@ const LEASE_PINGS: u32 = 6;
 ///
 /// Each node keeps its own connections in an [`InMemoryHub`] and holds one
 /// connection that `LISTEN`s on the hub's channel (`sse_hub` by default).
-/// Publishing is one `pg_notify` carrying the audience and the event's
-/// [wire form](Event::to_wire); every node reads every event and delivers
+/// Publishing is one `pg_notify` carrying the event as an
+/// [`Envelope`] ([`sse_core::cluster::wire`]: the audience, length-prefixed,
+/// then the event); every node reads every event and delivers
 /// it through its local index (a hash lookup for an audience it does not
 /// serve). One channel rather than one per audience keeps subscribing free
 /// of round trips, and PostgreSQL's notification queue, not the filtering,
@@ -46,10 +48,10 @@ const LEASE_PINGS: u32 = 6;
 /// # Large events
 ///
 /// `NOTIFY` payloads stop short of 8,000 bytes, and carry text only. An
-/// event whose payload would be longer, or is not text, is written to the
-/// unlogged table `sse_hub_spill` and the notification carries its row id;
-/// nodes read the row before delivering (in order with the rest). Rows are
-/// deleted after a minute.
+/// envelope that would be longer, or is not text (a NUL in a name), is
+/// written to the unlogged table `sse_hub_spill` and the notification
+/// carries its row id; nodes read the row before delivering (in order with
+/// the rest). Rows are deleted after a minute.
 ///
 /// # Durable events
 ///
@@ -388,22 +390,30 @@ impl Hub for PostgresHub {
     }
 
     async fn publish(&self, audience: &Audience, event: &Event) -> Result<(), HubError> {
-        let target = target(audience);
-        let wire = event.to_wire();
-        let mut payload = format!("{}:{target}", target.len());
-        let inline = std::str::from_utf8(&wire)
+        let envelope = Envelope::new(audience.clone(), event.clone())
+            .try_encode()
+            .map_err(|e| HubError::Rejected(e.to_string()))?;
+        let inline = std::str::from_utf8(&envelope)
             .ok()
-            .filter(|text| payload.len() + text.len() <= MAX_INLINE && !text.contains('\0'));
+            .filter(|text| text.len() <= MAX_INLINE && !text.contains('\0'));
         let unavailable = |e: sqlx::Error| HubError::Unavailable(Box::new(e));
         let send = async {
-            match inline {
-                Some(text) => payload.push_str(text),
+            let payload = match inline {
+                Some(text) => text.to_owned(),
                 None => {
-                    let id = self.spill(&wire).await.map_err(unavailable)?;
-                    payload.push(SPILLED);
-                    payload.push_str(&id.to_string());
+                    // The envelope goes in a row; the notification names
+                    // the row, after the audience when that is text (so a
+                    // row gone by the time it is read misses one audience).
+                    let id = self.spill(&envelope).await.map_err(unavailable)?;
+                    let mut head = bytes::BytesMut::new();
+                    let _ = wire::encode_audience(audience, &mut head);
+                    let head = std::str::from_utf8(&head)
+                        .ok()
+                        .filter(|head| head.len() <= MAX_INLINE - 24 && !head.contains('\0'))
+                        .unwrap_or_default();
+                    format!("{head}{SPILLED}{id}")
                 }
-            }
+            };
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(&self.inner.channel)
                 .bind(&payload)
@@ -514,28 +524,55 @@ fn presence_keys(principal: &Principal) -> Vec<String> {
     keys
 }
 
-/// Splits `<len>:<target><rest>`; `None` for anything else.
-fn split_payload(payload: &str) -> Option<(&str, &str)> {
-    let (len, rest) = payload.split_once(':')?;
-    let len: usize = len.parse().ok()?;
-    if !rest.is_char_boundary(len.min(rest.len())) || rest.len() < len {
-        return None;
-    }
-    Some(rest.split_at(len))
+/// What a notification on the hub's channel says.
+#[derive(Debug, PartialEq)]
+enum Notice {
+    /// A node's ping to itself: hearing it was the point.
+    Ping,
+    /// An event for this node's connections.
+    Event(Envelope),
+    /// A large event (or one whose audience is not text), by reference to
+    /// its envelope's row in `sse_hub_spill`; its audience, when given.
+    Spilled(Option<Audience>, i64),
+    /// Another node's connection: not for this node.
+    Elsewhere,
 }
 
-/// The audience of a target, when this node serves it.
-fn audience_of(target: &str, node: u64) -> Option<Audience> {
-    if let Some(session) = target.strip_prefix("s:") {
-        return Some(Audience::session(session));
+/// The prefix of a ping (no envelope starts with it).
+const PING: &str = "!ping:";
+
+/// Reads a notification: an [envelope](sse_core::cluster::wire), the
+/// audience of one followed by a spilled row's id, or a ping; an error for
+/// anything else.
+fn read_notice(payload: &str, node: u64) -> Result<Notice, String> {
+    if payload.starts_with(PING) {
+        return Ok(Notice::Ping);
     }
-    if let Some(connection) = target.strip_prefix("c:") {
-        let (target_node, seq) = connection.split_once(':')?;
-        let target_node = u64::from_str_radix(target_node, 16).ok()?;
-        let seq = u64::from_str_radix(seq, 16).ok()?;
-        return (target_node == node).then(|| Audience::Connection(ConnectionId::new(node, seq)));
+    if let Some(id) = payload.strip_prefix(SPILLED) {
+        return Ok(Notice::Spilled(None, row_id(id)?));
     }
-    Audience::from_key(target)
+    let (audience, at) = wire::decode_audience(payload.as_bytes()).map_err(|e| e.to_string())?;
+    if let Audience::Connection(id) = &audience
+        && id.node() != node
+    {
+        return Ok(Notice::Elsewhere);
+    }
+    if let Some(id) = payload[at..].strip_prefix(SPILLED) {
+        return Ok(Notice::Spilled(Some(audience), row_id(id)?));
+    }
+    Envelope::decode(Bytes::copy_from_slice(payload.as_bytes()))
+        .map(Notice::Event)
+        .map_err(|e| e.to_string())
+}
+
+/// A spilled row's id, in canonical decimal.
+fn row_id(id: &str) -> Result<i64, String> {
+    let canonical =
+        !id.is_empty() && !id.starts_with('0') && id.bytes().all(|b| b.is_ascii_digit());
+    id.parse()
+        .ok()
+        .filter(|_| canonical)
+        .ok_or_else(|| "a spilled event's row id is not a number".to_owned())
 }
 
 async fn create_tables(pool: &PgPool) -> Result<(), sqlx::Error> {
@@ -658,7 +695,7 @@ impl Listener {
         let work = async {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(&self.channel)
-                .bind(format!("0:!ping:{:x}", self.node))
+                .bind(format!("{PING}{:x}", self.node))
                 .execute(&self.pool)
                 .await?;
             sqlx::query(
@@ -680,37 +717,46 @@ impl Listener {
     }
 
     async fn deliver(&self, payload: &str) {
-        let Some((target, rest)) = split_payload(payload) else {
-            tracing::warn!("ignoring a malformed notification");
-            return;
-        };
-        if target.is_empty() {
-            // A ping: hearing it was the point.
-            return;
-        }
-        let Some(audience) = audience_of(target, self.node) else {
-            // Another node's connection, or an audience this build does not know.
-            return;
-        };
-        let wire = match rest.strip_prefix(SPILLED) {
-            None => Bytes::copy_from_slice(rest.as_bytes()),
-            Some(id) => match self.fetch_spilled(id).await {
-                Some(wire) => wire,
-                None => {
+        let envelope = match read_notice(payload, self.node) {
+            Ok(Notice::Event(envelope)) => envelope,
+            Ok(Notice::Spilled(audience, id)) => {
+                let Some(row) = self.fetch_spilled(id).await else {
                     // Streams replay a stored event; an ephemeral one is gone.
-                    self.local.signal_missed(&audience);
+                    match audience {
+                        Some(audience) => self.local.signal_missed(&audience),
+                        None => self.local.signal_missed_all(),
+                    }
                     return;
+                };
+                match Envelope::decode(row) {
+                    Ok(envelope) if audience.as_ref().is_none_or(|a| *a == envelope.audience) => {
+                        if let Audience::Connection(id) = &envelope.audience
+                            && id.node() != self.node
+                        {
+                            return;
+                        }
+                        envelope
+                    }
+                    Ok(_) => {
+                        tracing::warn!("ignoring a large event whose row names another audience");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "ignoring a malformed large event");
+                        return;
+                    }
                 }
-            },
+            }
+            Ok(Notice::Ping | Notice::Elsewhere) => return,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring a malformed notification");
+                return;
+            }
         };
-        match Event::from_wire(wire) {
-            Ok(event) => self.local.deliver(&audience, &event),
-            Err(error) => tracing::warn!(%error, "ignoring a malformed notification"),
-        }
+        self.local.deliver(&envelope.audience, &envelope.event);
     }
 
-    async fn fetch_spilled(&self, id: &str) -> Option<Bytes> {
-        let id: i64 = id.parse().ok()?;
+    async fn fetch_spilled(&self, id: i64) -> Option<Bytes> {
         let row = sqlx::query("SELECT payload FROM sse_hub_spill WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool);
@@ -856,31 +902,53 @@ fn to_u64(value: i64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sse_core::ConnectionId;
 
     #[test]
-    fn payloads_name_their_audience_unambiguously() {
+    fn notifications_name_their_audience_unambiguously() {
         let node = 0xabc;
+        let event = Event::builder().data("x").build().unwrap();
         for audience in [
             Audience::user("a:b\nc"),
+            Audience::user("x\ndata: evil"),
             Audience::group("g"),
             Audience::topic("t:1"),
             Audience::session("s"),
             Audience::Everyone,
             Audience::Connection(ConnectionId::new(node, 42)),
         ] {
-            let target = target(&audience);
-            let payload = format!("{}:{target}data: x\n\n", target.len());
-            let (parsed, rest) = split_payload(&payload).unwrap();
-            assert_eq!(audience_of(parsed, node), Some(audience));
-            assert_eq!(rest, "data: x\n\n");
-        }
-        let elsewhere = target(&Audience::Connection(ConnectionId::new(7, 1)));
-        assert_eq!(audience_of(&elsewhere, node), None);
-        for junk in ["", "x", "9:ab", "2:é", "-1:x"] {
-            assert!(
-                split_payload(junk).is_none_or(|(t, _)| audience_of(t, node).is_none()),
-                "{junk}"
+            let envelope = Envelope::new(audience.clone(), event.clone());
+            let payload = String::from_utf8(envelope.encode().to_vec()).unwrap();
+            assert_eq!(read_notice(&payload, node), Ok(Notice::Event(envelope)));
+            let mut head = bytes::BytesMut::new();
+            wire::encode_audience(&audience, &mut head).unwrap();
+            let spilled = format!("{}{SPILLED}17", std::str::from_utf8(&head).unwrap());
+            assert_eq!(
+                read_notice(&spilled, node),
+                Ok(Notice::Spilled(Some(audience), 17))
             );
+        }
+        let elsewhere =
+            Envelope::new(Audience::Connection(ConnectionId::new(7, 1)), event).encode();
+        let elsewhere = String::from_utf8(elsewhere.to_vec()).unwrap();
+        assert_eq!(read_notice(&elsewhere, node), Ok(Notice::Elsewhere));
+        assert_eq!(read_notice(&format!("{PING}abc"), node), Ok(Notice::Ping));
+        assert_eq!(
+            read_notice(&format!("{SPILLED}9"), node),
+            Ok(Notice::Spilled(None, 9))
+        );
+        for junk in [
+            "",
+            "x",
+            "9:ab",
+            "2:é",
+            "-1:x",
+            "u:x\ndata: evil\ndata: x\n\n",
+            "u1:x\u{2}",
+            "u1:x\u{2}01",
+            "u1:xdata: a\n\ndata: b\n\n",
+        ] {
+            assert!(read_notice(junk, node).is_err(), "{junk:?}");
         }
     }
 }

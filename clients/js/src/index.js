@@ -1,15 +1,19 @@
-// SseClient: one event stream per browser, shared by every tab.
+// SseClient: one event stream per user and browser, shared by that user's tabs.
 //
-// The tabs of an origin that open the same stream URL elect a leader
-// (election.js); only the leader holds an EventSource, and it relays every
-// event to the other tabs over a BroadcastChannel. Every tab keeps the last
-// event id it saw, so a tab that takes over resumes from there: the server
-// replays what was missed, and ids already seen are dropped, so nothing is
-// lost and nothing shown twice.
+// The tabs of an origin that open the same stream URL *for the same user*
+// elect a leader (election.js); only the leader holds the stream, and it
+// relays every event to the other tabs over a BroadcastChannel. Channel and
+// lock are named by URL and user, every relayed message carries the user,
+// and the stream's first event (`connected`) says whose it is: a tab never
+// shows another user's events, even when the cookie under it changes hands
+// (logout and login as someone else in another tab). Every tab keeps the
+// last event id it saw, so a tab that takes over resumes from there: the
+// server replays what was missed, and ids already seen are dropped, so
+// nothing is lost and nothing shown twice.
 
 import {compareCursors, fullJitter} from './backoff.js'
 import {HeartbeatElection, LockElection} from './election.js'
-import {EventStreamParser} from './parser.js'
+import {readStream} from './stream.js'
 
 export {compareCursors, fullJitter, parseCursor} from './backoff.js'
 export {HeartbeatElection, LockElection} from './election.js'
@@ -20,6 +24,7 @@ const SEEN_IDS = 1024
 /**
  * @typedef {'connecting' | 'open' | 'reconnecting' | 'offline' | 'polling' | 'closed'} ConnectionState
  * @typedef {{type: string, data: string, lastEventId: string, json(): any}} StreamEvent
+ * @typedef {'leader' | 'follower' | 'alone' | 'discovering'} Role
  */
 
 export class SseClient {
@@ -34,51 +39,54 @@ export class SseClient {
     this.options = {
       withCredentials: true,
       share: true,
+      user: null,
       lastEventIdParam: 'lastEventId',
+      pollParam: 'poll',
       backoff: {base: 1000, cap: 30000},
+      connectTimeout: 10000,
+      missedHeartbeats: 2.5,
       failuresBeforePolling: 5,
       pollInterval: 5000,
       pollWindow: 1500,
+      pollsBeforeStreaming: 6,
       hiddenReconnectAfter: 60000,
       lastEventId: '',
-      ...options,
+      // An option given as `undefined` keeps its default.
+      ...Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)),
     }
     this.lastEventId = this.options.lastEventId
+    this.user = this.options.user ?? null
     this.state = /** @type {ConnectionState} */ ('connecting')
     this.listeners = new Map()
     this.stateListeners = new Set()
     this.unauthorizedListeners = new Set()
+    this.userChangeListeners = new Set()
     this.seen = new Set()
-    this.source = null
-    this.attached = new Set()
-    this.failures = 0
+    /** @type {Role} */
+    this.role = 'alone'
+    this.channel = null
+    this.election = null
+    this.attempt = null // the AbortController of the stream or poll in flight
     this.timer = null
+    this.failures = 0 // failed attempts in a row (backoff)
+    this.broken = 0 // streams in a row that answered but never delivered
+    this.polling = false
     this.polls = 0
-    this.pollAbort = null
-    this.leading = false
+    this.retryMs = 3000
+    this.everOpen = false
     this.closed = false
     this.hiddenSince = null
 
-    const canShare = this.options.share && typeof scope.BroadcastChannel === 'function'
-    this.channel = canShare ? new scope.BroadcastChannel(`sse-client:${this.url}`) : null
-    const callbacks = {lead: () => this.lead(), follow: () => this.follow()}
-    if (!this.channel) {
-      this.election = null
-    } else if (scope.navigator?.locks?.request) {
-      this.election = new LockElection(scope.navigator.locks, `sse-client:${this.url}`, callbacks)
-    } else {
-      this.election = new HeartbeatElection(this.channel, callbacks)
-    }
-    if (this.channel) {
-      this.channel.onmessage = (message) => this.relayed(message.data)
-    }
     this.wire()
-    if (this.election) {
-      this.election.join()
-      // Ask the leader, if any, where the stream stands.
-      this.channel.postMessage({kind: 'hello'})
+    const canShare = this.options.share && typeof scope.BroadcastChannel === 'function'
+    if (!canShare) {
+      this.hold('alone')
+    } else if (this.user !== null) {
+      this.share()
     } else {
-      this.lead()
+      // Whose stream is it? Only the stream can say (the cookie is not
+      // readable): hold one, and share it once its `connected` event tells.
+      this.hold('discovering')
     }
   }
 
@@ -91,7 +99,6 @@ export class SseClient {
   on(type, listener) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set())
     this.listeners.get(type).add(listener)
-    if (this.source) this.attach(type)
     return () => this.listeners.get(type)?.delete(listener)
   }
 
@@ -107,9 +114,21 @@ export class SseClient {
     return () => this.unauthorizedListeners.delete(listener)
   }
 
+  /**
+   * Called with the new user when the stream turns out to be another
+   * user's than this page's (someone logged out and in as another user in
+   * another tab): the client has stopped and delivered none of it; reload
+   * or show the login.
+   * @param {(user: string) => void} listener
+   */
+  onUserChange(listener) {
+    this.userChangeListeners.add(listener)
+    return () => this.userChangeListeners.delete(listener)
+  }
+
   /** Whether this tab holds the stream for the others. */
   get isLeader() {
-    return this.leading
+    return this.role === 'leader'
   }
 
   close() {
@@ -122,18 +141,52 @@ export class SseClient {
     this.setState('closed', false)
   }
 
-  // --- leadership -------------------------------------------------------
+  // --- sharing ------------------------------------------------------------
+
+  /** Joins the tabs of `this.user` on this stream. */
+  share() {
+    // Until elected, a tab waits for the leader's events (a tab finding
+    // out whose stream it holds keeps it meanwhile).
+    if (this.role !== 'discovering') this.role = 'follower'
+    const name = `sse-client:${encodeURIComponent(this.user)}:${this.url}`
+    this.channel = new this.scope.BroadcastChannel(name)
+    this.channel.onmessage = (message) => this.relayed(message.data)
+    const callbacks = {lead: () => this.lead(), follow: () => this.follow()}
+    const locks = this.scope.navigator?.locks
+    this.election = locks?.request
+      ? new LockElection(locks, name, callbacks)
+      : new HeartbeatElection(this.channel, callbacks)
+    this.election.join()
+    // Ask the leader, if any, where the stream stands.
+    this.post({kind: 'hello'})
+  }
 
   lead() {
     if (this.closed) return
-    this.leading = true
+    // A tab that was finding out whose stream it holds keeps it.
+    const keep = this.role === 'discovering' && this.attempt !== null
+    this.role = 'leader'
+    if (keep) {
+      this.post({kind: 'state', state: this.state, lastEventId: this.lastEventId})
+      return
+    }
     this.failures = 0
     this.connect()
   }
 
   follow() {
-    this.leading = false
+    this.role = 'follower'
     this.disconnect()
+  }
+
+  /** Starts holding a stream of this tab's own. */
+  hold(role) {
+    this.role = role
+    this.connect()
+  }
+
+  holds() {
+    return this.role !== 'follower' && !this.closed
   }
 
   relayed(message) {
@@ -142,19 +195,30 @@ export class SseClient {
       this.election?.receive?.(message)
       return
     }
+    // Channels are per user already; a message for anyone else is dropped.
+    if (message.user !== this.user) return
     switch (message.kind) {
       case 'event':
-        this.deliver(message.event)
+        // A tab still finding out takes them too (its own stream may not
+        // have them yet); ids already seen are dropped.
+        if (this.role === 'follower' || this.role === 'discovering') this.deliver(message.event)
         break
       case 'state':
-        if (!this.leading) this.setState(message.state, false)
+        if (this.role === 'discovering') {
+          // Another tab of this user holds the stream: use theirs.
+          this.follow()
+        }
+        if (this.role === 'follower') this.setState(message.state, false)
         if (message.lastEventId) this.advance(message.lastEventId)
         break
       case 'unauthorized':
         this.unauthorized(false)
         break
+      case 'user':
+        this.userChanged(message.now, false)
+        break
       case 'hello':
-        if (this.leading) this.post({kind: 'state', state: this.state, lastEventId: this.lastEventId})
+        if (this.role === 'leader') this.post({kind: 'state', state: this.state, lastEventId: this.lastEventId})
         break
       default:
     }
@@ -162,160 +226,231 @@ export class SseClient {
 
   post(message) {
     try {
-      this.channel?.postMessage(message)
+      this.channel?.postMessage({...message, user: this.user})
     } catch {
       // A closed channel (the tab is going away): nothing to tell.
     }
   }
 
-  // --- the stream (leader) ----------------------------------------------
+  // --- the stream (leader, or a tab on its own) ----------------------------
 
-  streamUrl() {
-    if (!this.lastEventId) return this.url
+  /** The stream's URL, resuming after the last id; a poll's with `poll`. */
+  streamUrl(poll = false) {
+    if (!this.lastEventId && !poll) return this.url
     const url = new URL(this.url)
-    url.searchParams.set(this.options.lastEventIdParam, this.lastEventId)
+    if (this.lastEventId) url.searchParams.set(this.options.lastEventIdParam, this.lastEventId)
+    // A server that knows polls ends the response after the replay (so a
+    // buffering proxy lets it through); others are read for `pollWindow`.
+    if (poll && this.options.pollParam) url.searchParams.set(this.options.pollParam, '1')
     return url.toString()
   }
 
   connect() {
     this.disconnect()
-    const EventSource = this.scope.EventSource
-    if (typeof EventSource !== 'function' || this.failures >= this.options.failuresBeforePolling) {
+    if (!this.holds()) return
+    if (typeof this.scope.fetch !== 'function') return
+    if (this.polling) {
       this.poll()
       return
     }
-    this.setState(this.state === 'open' ? 'reconnecting' : 'connecting')
-    // A new EventSource cannot send Last-Event-ID: resume through the query.
-    const source = new EventSource(this.streamUrl(), {withCredentials: this.options.withCredentials})
-    this.source = source
-    this.attached = new Set()
-    for (const type of this.listeners.keys()) this.attach(type)
-    this.attach('connected')
-    source.onopen = () => {
-      this.failures = 0
-      this.setState('open')
-    }
-    source.onerror = () => {
-      if (this.source !== source) return
-      if (source.readyState === 2 /* CLOSED */) {
-        // An error status, or not an event stream: the browser gave up.
-        source.close()
-        this.source = null
-        this.afterFailure()
-      } else {
-        // The browser retries by itself, honouring the server's retry:.
-        this.setState(this.scope.navigator?.onLine === false ? 'offline' : 'reconnecting')
-      }
-    }
+    this.setState(this.everOpen ? 'reconnecting' : 'connecting')
+    const attempt = new AbortController()
+    this.attempt = attempt
+    let delivered = false
+    readStream(this.scope, this.streamUrl(), {
+      withCredentials: this.options.withCredentials,
+      connectTimeout: this.options.connectTimeout,
+      silenceAfter: (heartbeat) => heartbeat * this.options.missedHeartbeats,
+      signal: attempt.signal,
+      onOpen: () => {},
+      onRetry: (ms) => (this.retryMs = ms),
+      onEvent: (event) => {
+        const heartbeat = this.fromStream(event)
+        if (this.state === 'open') delivered = true
+        return heartbeat
+      },
+    }).then((outcome) => {
+      if (this.attempt !== attempt) return // superseded
+      this.attempt = null
+      this.streamEnded(outcome, delivered)
+    })
   }
 
-  attach(type) {
-    if (!this.source || this.attached.has(type)) return
-    this.attached.add(type)
-    const source = this.source
-    source.addEventListener(type, (event) => {
-      this.received({type, data: event.data, id: ownId(source, event.lastEventId)})
-    })
+  /**
+   * An event of this tab's own stream or poll. Returns the heartbeat the
+   * `connected` event announces, for the silence watchdog.
+   */
+  fromStream(event) {
+    if (this.closed || !this.holds()) return undefined
+    if (event.type === 'connected') {
+      const info = parseJson(event.data)
+      if (!this.connectedAs(info?.user)) return undefined
+      this.failures = 0
+      this.broken = 0
+      this.everOpen = true
+      if (!this.polling) this.setState('open')
+      this.received(event)
+      return typeof info?.heartbeatMs === 'number' ? info.heartbeatMs : undefined
+    }
+    if (this.role === 'discovering' && this.user === null) {
+      // Nothing of a stream is shown before it said whose it is.
+      return undefined
+    }
+    if (this.state !== 'open' && !this.polling) {
+      // A server that sends no `connected` event: its first event opens it.
+      this.failures = 0
+      this.broken = 0
+      this.everOpen = true
+      this.setState('open')
+    }
+    this.received(event)
+    return undefined
+  }
+
+  /** Whether a stream that says it is `user`'s may be shown here. */
+  connectedAs(user) {
+    if (typeof user !== 'string') {
+      // The server does not say: never share what cannot be checked.
+      if (this.role === 'discovering') this.role = 'alone'
+      return true
+    }
+    if (this.user === null) {
+      this.user = user
+      if (this.role === 'discovering') this.share()
+      return true
+    }
+    if (user !== this.user) {
+      this.userChanged(user, true)
+      return false
+    }
+    return true
+  }
+
+  /**
+   * After a stream or its attempt ended: when and how to try again.
+   * `delivered`: the stream opened and said whose it is (it worked).
+   */
+  streamEnded(outcome, delivered) {
+    if (this.closed || !this.holds()) return
+    switch (outcome.kind) {
+      case 'aborted':
+        return
+      case 'unauthorized':
+        this.unauthorized(true)
+        return
+      case 'ended':
+        if (delivered) {
+          // The server ended a stream that worked (a restart, a logout
+          // elsewhere, its credentials expired): come back after its retry.
+          this.retry(this.retryMs)
+          return
+        }
+        this.broken++
+        break
+      case 'silent':
+      case 'network':
+        if (delivered || outcome.kind === 'silent') {
+          // It worked, then went quiet or was cut: the path, not the
+          // server; come back soon, each client at its own moment.
+          this.retry(fullJitter(0, this.options.backoff))
+          return
+        }
+        break
+      case 'timeout':
+        // Headers but no bytes: something between buffers the stream.
+        if (outcome.answered) this.broken++
+        break
+      default:
+    }
+    this.failures++
+    if (this.broken >= this.options.failuresBeforePolling) {
+      // Streams answer but never deliver (a buffering proxy): poll instead.
+      this.polling = true
+      this.polls = 0
+      this.poll()
+      return
+    }
+    const jitter = fullJitter(this.failures - 1, this.options.backoff)
+    const delay = outcome.kind === 'refused' && outcome.retryAfter !== null ? Math.max(jitter, outcome.retryAfter) : jitter
+    this.retry(delay)
+  }
+
+  retry(delay) {
+    this.setState(this.scope.navigator?.onLine === false ? 'offline' : 'reconnecting')
+    this.timer = this.scope.setTimeout(() => {
+      this.timer = null
+      this.connect()
+    }, delay)
   }
 
   disconnect() {
     if (this.timer !== null) this.scope.clearTimeout(this.timer)
     this.timer = null
-    if (this.source) this.source.close()
-    this.source = null
-    if (this.pollAbort) this.pollAbort.abort()
-    this.pollAbort = null
-  }
-
-  /** Decides, after a failed connection, between 401, retry and polling. */
-  async afterFailure() {
-    const status = await this.probe()
-    if (this.closed || !this.leading) return
-    if (status === 401) {
-      this.unauthorized(true)
-      return
-    }
-    this.failures++
-    if (this.failures >= this.options.failuresBeforePolling) {
-      this.poll()
-      return
-    }
-    this.setState(this.scope.navigator?.onLine === false ? 'offline' : 'reconnecting')
-    const delay = fullJitter(this.failures - 1, this.options.backoff)
-    this.timer = this.scope.setTimeout(() => this.connect(), delay)
-  }
-
-  /** The status the stream answers now (0 when unreachable). */
-  async probe() {
-    const abort = new AbortController()
-    try {
-      const response = await this.scope.fetch(this.streamUrl(), {
-        credentials: this.options.withCredentials ? 'include' : 'same-origin',
-        headers: {accept: 'text/event-stream'},
-        signal: abort.signal,
-      })
-      return response.status
-    } catch {
-      return 0
-    } finally {
-      abort.abort()
-    }
+    const attempt = this.attempt
+    this.attempt = null
+    attempt?.abort()
   }
 
   /** One polling round: read the replay after the last id, then wait. */
-  async poll() {
+  poll() {
     this.disconnect()
-    if (this.closed || !this.leading) return
+    if (!this.holds()) return
     this.setState('polling')
-    const abort = new AbortController()
-    this.pollAbort = abort
+    const attempt = new AbortController()
+    this.attempt = attempt
     let window = null
-    try {
-      const response = await this.scope.fetch(this.streamUrl(), {
-        credentials: this.options.withCredentials ? 'include' : 'same-origin',
-        headers: {accept: 'text/event-stream'},
-        signal: abort.signal,
-      })
-      if (response.status === 401) {
+    readStream(this.scope, this.streamUrl(true), {
+      withCredentials: this.options.withCredentials,
+      connectTimeout: this.options.connectTimeout,
+      silenceAfter: () => 0,
+      signal: attempt.signal,
+      onOpen: () => {
+        window = this.scope.setTimeout(() => attempt.abort(), this.options.pollWindow)
+      },
+      onRetry: () => {},
+      // The first heartbeat after the replay: nothing more is waiting.
+      onComment: () => {
+        if (this.lastEventId) attempt.abort()
+      },
+      onEvent: (event) => {
+        this.fromStream(event)
+        return undefined
+      },
+    }).then((outcome) => {
+      if (window !== null) this.scope.clearTimeout(window)
+      if (this.attempt !== attempt) return // stopped by disconnect()
+      this.attempt = null
+      if (this.closed || !this.holds()) return
+      if (outcome.kind === 'unauthorized') {
         this.unauthorized(true)
         return
       }
-      if (response.ok && response.body) {
-        const reader = response.body.getReader()
-        const decoder = new TextDecoder()
-        const parser = new EventStreamParser()
-        window = this.scope.setTimeout(() => abort.abort(), this.options.pollWindow)
-        let caughtUp = false
-        while (!caughtUp) {
-          const {value, done} = await reader.read()
-          if (done) break
-          for (const item of parser.feed(decoder.decode(value, {stream: true}))) {
-            if (item.kind === 'event') this.received({...item.event, id: ownId(parser, item.event.id)})
-            // The first heartbeat after the replay: nothing more is waiting.
-            if (item.kind === 'comment' && this.lastEventId) caughtUp = true
-          }
-        }
-      }
-    } catch {
-      // Aborted at the end of the window, or unreachable: try again later.
-    } finally {
-      if (window !== null) this.scope.clearTimeout(window)
-      abort.abort()
-      if (this.pollAbort === abort) this.pollAbort = null
-    }
-    if (this.closed || !this.leading || this.state === 'closed') return
-    this.polls++
-    // Now and then, see whether streaming works again.
-    const retryStream = typeof this.scope.EventSource === 'function' && this.polls % 12 === 0
-    if (retryStream) this.failures = 0
-    this.timer = this.scope.setTimeout(() => (retryStream ? this.connect() : this.poll()), this.options.pollInterval)
+      this.polls++
+      let delay = this.options.pollInterval
+      if (outcome.kind === 'refused' && outcome.retryAfter !== null) delay = Math.max(delay, outcome.retryAfter)
+      // Now and then, see whether streaming works again.
+      const tryStreaming = this.polls % this.options.pollsBeforeStreaming === 0
+      this.timer = this.scope.setTimeout(() => {
+        this.timer = null
+        if (tryStreaming) this.streamAgain()
+        else this.poll()
+      }, delay)
+    })
+  }
+
+  /** Leaves polling for a stream (periodically, and when back online). */
+  streamAgain() {
+    this.polling = false
+    this.broken = 0
+    this.failures = 0
+    this.connect()
   }
 
   // --- delivery (every tab) -----------------------------------------------
 
   /** An event from this tab's own stream or poll: deliver and relay. */
   received(event) {
-    if (this.deliver(event)) this.post({kind: 'event', event})
+    if (this.deliver(event) && this.role === 'leader') this.post({kind: 'event', event})
   }
 
   /** Delivers `event` unless its id was seen; returns whether it did. */
@@ -356,15 +491,29 @@ export class SseClient {
   setState(state, relay = true) {
     if (this.state === state) return
     this.state = state
-    if (relay && this.leading) this.post({kind: 'state', state, lastEventId: this.lastEventId})
+    if (relay && this.role === 'leader') this.post({kind: 'state', state, lastEventId: this.lastEventId})
     for (const listener of this.stateListeners) listener(state)
   }
 
   unauthorized(relay) {
-    if (relay) this.post({kind: 'unauthorized'})
+    if (relay && this.role === 'leader') this.post({kind: 'unauthorized'})
     this.disconnect()
-    this.setState('closed', relay)
+    this.setState('closed', false)
     for (const listener of this.unauthorizedListeners) listener()
+  }
+
+  /** The stream is `now`'s, not this page's user's: stop everything. */
+  userChanged(now, relay) {
+    if (this.closed) return
+    if (relay) this.post({kind: 'user', now})
+    this.close()
+    for (const listener of this.userChangeListeners) {
+      try {
+        listener(now)
+      } catch (error) {
+        console.error('[sse-client] a listener threw', error)
+      }
+    }
   }
 
   // --- page lifecycle ---------------------------------------------------
@@ -374,7 +523,9 @@ export class SseClient {
     if (typeof scope.addEventListener !== 'function') return
     this.handlers = {
       online: () => {
-        if (this.leading && this.state !== 'open' && this.state !== 'closed') this.connect()
+        if (!this.holds() || this.state === 'open' || this.state === 'closed') return
+        if (this.polling) this.streamAgain()
+        else this.connect()
       },
       offline: () => {
         if (this.state !== 'closed' && this.state !== 'polling') this.setState('offline')
@@ -387,7 +538,7 @@ export class SseClient {
       pageshow: (event) => {
         if (event.persisted && !this.closed) {
           this.election?.join()
-          if (!this.election) this.connect()
+          if (!this.election && this.holds()) this.connect()
           this.post({kind: 'hello'})
         }
       },
@@ -402,7 +553,7 @@ export class SseClient {
         }
         const away = this.hiddenSince === null ? 0 : Date.now() - this.hiddenSince
         this.hiddenSince = null
-        if (away >= this.options.hiddenReconnectAfter && this.leading && this.state !== 'open') this.connect()
+        if (away >= this.options.hiddenReconnectAfter && this.holds() && this.state !== 'open') this.connect()
       },
     }
     for (const [name, handler] of Object.entries(this.handlers)) {
@@ -420,20 +571,13 @@ export class SseClient {
   }
 }
 
-/**
- * The id of an event itself. An event's `lastEventId` is the stream's last
- * id so far (WHATWG): an event without an id repeats the one before it.
- * Streams never send one id twice, so a repeat means "no id of its own".
- * @param {object} stream the EventSource or parser the event came from
- * @param {string} lastEventId
- */
-function ownId(stream, lastEventId) {
-  const previous = lastIds.get(stream) ?? ''
-  lastIds.set(stream, lastEventId)
-  return lastEventId === previous ? '' : lastEventId
+function parseJson(text) {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return null
+  }
 }
-
-const lastIds = new WeakMap()
 
 /**
  * Opens (or joins) the shared stream at `url`.

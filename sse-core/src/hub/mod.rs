@@ -42,9 +42,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   receives it ends. Logout relies on it to end a session's streams on
 ///   every node, so a hub that spans nodes must carry it too.
 /// - An event's [conflation key](crate::EventBuilder::conflate) arrives
-///   with it on every node, so queues conflate events published anywhere;
-///   a hub over a broker sends [`Event::to_wire`] and reads it back with
-///   [`Event::from_wire`] (which also carries `disconnect`).
+///   with it on every node, so queues conflate events published anywhere.
+/// - An event reaches its audience and no other, whatever bytes the
+///   audience's name holds (a line feed, a colon, a NUL). A hub over a
+///   broker sends each event as a [`cluster::Envelope`](crate::cluster::Envelope),
+///   whose encoding is injective and whose decoder refuses anything else
+///   (it also carries the conflation key and `disconnect`).
 /// - **Durable events** — those whose id is a log position
 ///   ([`Event::cursor`]) — reach **every node** (not only nodes that serve
 ///   their audience) and are delivered there in position order. Streams'

@@ -110,6 +110,11 @@ struct Waiters {
     wakers: Vec<Option<Waker>>,
     /// Readers listed (the `Some`s in `wakers`).
     parked: usize,
+    /// Slots of `wakers` that readers left (dropped while parked): the
+    /// next reader to park takes one, so the list holds at most as many
+    /// slots as readers were ever parked at once since the last push, in
+    /// an audience that is never pushed to as well.
+    free: Vec<u32>,
     /// The list's previous allocation, reused instead of growing anew.
     spare: Vec<Option<Waker>>,
 }
@@ -128,6 +133,7 @@ impl Ring {
                 generation: 0,
                 wakers: Vec::new(),
                 parked: 0,
+                free: Vec::new(),
                 spare: Vec::new(),
             }),
             readers: AtomicUsize::new(0),
@@ -227,6 +233,7 @@ impl Ring {
             } else {
                 waiters.generation += 1;
                 waiters.parked = 0;
+                waiters.free.clear();
                 let spare = std::mem::take(&mut waiters.spare);
                 std::mem::replace(&mut waiters.wakers, spare)
             }
@@ -376,16 +383,30 @@ impl RingReader {
             }
             return true;
         }
-        let Ok(slot) = u32::try_from(waiters.wakers.len()) else {
-            return false; // four billion parked readers: poll again instead
+        let slot = match waiters.free.pop() {
+            Some(slot) => {
+                if let Some(listed) = waiters.wakers.get_mut(slot as usize) {
+                    *listed = Some(waker.clone());
+                }
+                slot
+            }
+            None => {
+                let Ok(slot) = u32::try_from(waiters.wakers.len()) else {
+                    return false; // four billion parked readers: poll again instead
+                };
+                waiters.wakers.push(Some(waker.clone()));
+                slot
+            }
         };
         self.parked = Some((waiters.generation, slot));
-        waiters.wakers.push(Some(waker.clone()));
         waiters.parked += 1;
         true
     }
 
-    /// Takes this reader's waker out of the list, if it is still there.
+    /// Takes this reader's waker out of the list, if it is still there,
+    /// and leaves its slot to the next reader that parks. Once no reader is
+    /// listed the list's memory goes too: an audience that is never pushed
+    /// to (an app that never broadcasts) keeps nothing for readers gone.
     fn unpark(&mut self) {
         if let Some((generation, slot)) = self.parked.take() {
             let mut waiters = self.ring.lock_waiters();
@@ -394,6 +415,16 @@ impl RingReader {
                 && listed.take().is_some()
             {
                 waiters.parked -= 1;
+                if waiters.parked == 0 {
+                    // No slot of this generation is held by a listed
+                    // reader: a new generation may start from nothing.
+                    waiters.generation += 1;
+                    waiters.wakers = Vec::new();
+                    waiters.free = Vec::new();
+                    waiters.spare = Vec::new();
+                } else {
+                    waiters.free.push(slot);
+                }
             }
         }
     }
@@ -539,6 +570,59 @@ mod tests {
         assert!(stalled_sender.is_closed());
         assert_eq!(ring.lagged.load(Ordering::Relaxed), 1);
         assert_eq!(stalled.try_recv(), Err(super::super::RecvError::Lagged));
+    }
+
+    #[test]
+    fn readers_that_park_and_go_leave_nothing_behind_without_a_push() {
+        let ring = ring();
+        let waker = counting_waker(Arc::default());
+        // One stream stays open (and parked) the whole time, as in an app
+        // that never broadcasts; 100,000 others come, park and go.
+        let mut resident = ring.reader(&sender(8), false);
+        assert!(resident.park(&waker));
+        let senders: Vec<SubscriptionSender> = (0..4).map(|_| sender(8)).collect();
+        for n in 0..100_000 {
+            let mut passing = ring.reader(&senders[n % 4], false);
+            assert!(passing.park(&waker));
+        }
+        {
+            let waiters = ring.lock_waiters();
+            assert_eq!(waiters.parked, 1);
+            assert!(waiters.wakers.len() <= 2, "{} slots", waiters.wakers.len());
+        }
+        // Several parked at once, then all gone.
+        let mut many: Vec<RingReader> = (0..64)
+            .map(|n| ring.reader(&senders[n % 4], false))
+            .collect();
+        for reader in &mut many {
+            assert!(reader.park(&waker));
+        }
+        drop(many);
+        drop(resident);
+        let waiters = ring.lock_waiters();
+        assert_eq!(waiters.parked, 0);
+        assert_eq!(waiters.wakers.capacity() + waiters.free.capacity(), 0);
+    }
+
+    #[test]
+    fn a_reused_slot_is_woken_and_counted_once() {
+        let ring = ring();
+        let woken = Arc::new(AtomicUsize::new(0));
+        let waker = counting_waker(woken.clone());
+        let mut first = ring.reader(&sender(8), false);
+        let mut second = ring.reader(&sender(8), false);
+        let mut third = ring.reader(&sender(8), false);
+        assert!(first.park(&waker));
+        assert!(second.park(&waker));
+        drop(second); // its slot is free
+        assert!(third.park(&waker)); // and taken
+        assert_eq!(ring.lock_waiters().wakers.len(), 2);
+        assert_eq!(ring.lock_waiters().parked, 2);
+        ring.push(1, &event(1));
+        assert_eq!(woken.load(Ordering::SeqCst), 2);
+        // Both caught up: the push trimmed nothing they need.
+        assert_eq!(first.head().ok(), Some(Some(1)));
+        assert_eq!(third.head().ok(), Some(Some(1)));
     }
 
     fn counting_waker(count: Arc<AtomicUsize>) -> Waker {

@@ -213,6 +213,10 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
             get(|| static_file(JS, include_str!("../../../../clients/js/src/parser.js"))),
         )
         .route(
+            "/client/stream.js",
+            get(|| static_file(JS, include_str!("../../../../clients/js/src/stream.js"))),
+        )
+        .route(
             "/style.css",
             get(|| {
                 static_file(
