@@ -7,7 +7,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,6 +21,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tower_service::Service;
 
+use super::http2::Http2;
+use super::idle::{Activity, Tracked, TrackedBody};
 use super::rewind::Rewind;
 use super::{RemoteAddr, RequestBody};
 use crate::ConnectionCloser;
@@ -38,6 +39,7 @@ impl Protocols {
         http1_only: bool,
         header_read_timeout: Duration,
         max_read_buffer: Option<usize>,
+        http2: &Http2,
     ) -> Self {
         if http1_only {
             let mut builder = http1::Builder::new();
@@ -57,6 +59,7 @@ impl Protocols {
         if let Some(bytes) = max_read_buffer {
             builder.http1().max_buf_size(bytes);
         }
+        http2.apply(&mut builder);
         Self::Auto(builder)
     }
 }
@@ -65,7 +68,8 @@ impl Protocols {
 pub(super) struct HyperConnection<S> {
     pub(super) service: S,
     pub(super) stopping: watch::Receiver<bool>,
-    pub(super) header_read_timeout: Duration,
+    /// How long it may go with no request in flight (see `idle.rs`).
+    pub(super) idle_timeout: Duration,
 }
 
 impl<S, B> HyperConnection<S>
@@ -94,11 +98,11 @@ where
             Protocols::Http1(_) => {
                 tokio::spawn(async move {
                     if let Protocols::Http1(builder) = &*protocols {
-                        let (service, closer, started) = self.with_connection(addr);
+                        let (service, closer, activity) = self.with_connection(addr);
                         let connection = builder
                             .serve_connection(TokioIo::new(io), service)
                             .with_upgrades();
-                        self.drive(connection, closer, started).await;
+                        self.drive(connection, closer, activity).await;
                     }
                     drop(permit);
                 });
@@ -106,10 +110,10 @@ where
             Protocols::Auto(_) => {
                 tokio::spawn(async move {
                     if let Protocols::Auto(builder) = &*protocols {
-                        let (service, closer, started) = self.with_connection(addr);
+                        let (service, closer, activity) = self.with_connection(addr);
                         let connection =
                             builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                        self.drive(connection, closer, started).await;
+                        self.drive(connection, closer, activity).await;
                     }
                     drop(permit);
                 });
@@ -123,33 +127,36 @@ where
     ) -> (
         TowerToHyperService<WithConnection<S>>,
         ConnectionCloser,
-        Arc<AtomicBool>,
+        Activity,
     ) {
         let closer = ConnectionCloser::new();
-        let started = Arc::new(AtomicBool::new(false));
+        let activity = Activity::new();
         let service = TowerToHyperService::new(WithConnection {
             inner: self.service.clone(),
             closer: closer.clone(),
             addr: RemoteAddr(addr),
-            started: started.clone(),
+            activity: activity.clone(),
         });
-        (service, closer, started)
+        (service, closer, activity)
     }
 
-    /// Runs `connection` until it ends, its closer fires, no request
-    /// arrives in time, or a graceful shutdown has drained it.
+    /// Runs `connection` until it ends, its closer fires, it goes without
+    /// a request in flight for the idle timeout, or a graceful shutdown has
+    /// drained it.
     async fn drive<C: Served>(
         mut self,
         connection: C,
         closer: ConnectionCloser,
-        started: Arc<AtomicBool>,
+        activity: Activity,
     ) {
         let mut connection = std::pin::pin!(connection);
-        // HTTP/1 heads are bounded by hyper's header timer once it knows
-        // the protocol; this bounds the wait for the first bytes that tell.
-        let first_request = tokio::time::sleep(self.header_read_timeout);
-        let mut first_request = std::pin::pin!(first_request);
-        let mut awaiting_first_request = true;
+        let idle = activity.idle_for(self.idle_timeout);
+        let mut idle = std::pin::pin!(idle);
+        // After a graceful shutdown, a peer that never reads the `GOAWAY`
+        // (or the last bytes) does not hold the connection for long.
+        let hard_stop = tokio::time::sleep(Duration::MAX);
+        let mut hard_stop = std::pin::pin!(hard_stop);
+        let mut stopping_hard = false;
         let mut draining = *self.stopping.borrow();
         if draining {
             connection.as_mut().shut_down();
@@ -163,14 +170,12 @@ where
                     return;
                 }
                 () = closer.closed() => return,
-                () = &mut first_request, if awaiting_first_request => {
-                    // The precondition is read when `select!` starts, which
-                    // may be before the request arrived: check again.
-                    if !started.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    awaiting_first_request = false;
+                () = &mut idle, if !stopping_hard => {
+                    connection.as_mut().shut_down();
+                    hard_stop.as_mut().reset(tokio::time::Instant::now() + IDLE_GRACE);
+                    stopping_hard = true;
                 }
+                () = &mut hard_stop, if stopping_hard => return,
                 changed = self.stopping.changed(), if !draining => {
                     if changed.is_err() || *self.stopping.borrow() {
                         draining = true;
@@ -181,6 +186,9 @@ where
         }
     }
 }
+
+/// How long an idle connection has to close after its graceful shutdown.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// A hyper connection future that can be shut down gracefully.
 trait Served: Future<Output = Result<(), Self::Failure>> {
@@ -219,30 +227,31 @@ where
     }
 }
 
-/// Adds the connection's extensions to each request, and gives the
-/// service the body type it serves.
+/// Adds the connection's extensions to each request, gives the service
+/// the body type it serves, and counts the request in flight until its
+/// response body is dropped.
 #[derive(Clone)]
 struct WithConnection<S> {
     inner: S,
     closer: ConnectionCloser,
     addr: RemoteAddr,
-    started: Arc<AtomicBool>,
+    activity: Activity,
 }
 
-impl<S> Service<Request<Incoming>> for WithConnection<S>
+impl<S, B> Service<Request<Incoming>> for WithConnection<S>
 where
-    S: Service<Request<RequestBody>>,
+    S: Service<Request<RequestBody>, Response = Response<B>>,
 {
-    type Response = S::Response;
+    type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Tracked<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        self.started.store(true, Ordering::Relaxed);
+        let in_flight = self.activity.start();
         let mut request = request.map(RequestBody::from);
         let extensions = request.extensions_mut();
         extensions.insert(self.addr);
@@ -251,6 +260,6 @@ where
             // for one of them.
             request.extensions_mut().insert(self.closer.clone());
         }
-        self.inner.call(request)
+        Tracked::new(self.inner.call(request), in_flight)
     }
 }

@@ -31,10 +31,16 @@
 //!   descriptors, so a flood of idle sockets cannot starve `/healthz`.
 //! - **Bounds the time to send a request head**
 //!   ([`header_read_timeout`](Serve::header_read_timeout), 10 s): a
-//!   connection that sends nothing, or its head one byte at a time, or
-//!   idles between keep-alive requests, is closed. Bound request *bodies*
-//!   with a timeout around your handlers (tower-http's `TimeoutLayer`):
-//!   they are read by your extractors, not by the server.
+//!   connection that sends nothing, or its head one byte at a time, is
+//!   closed. Bound request *bodies* with a timeout around your handlers
+//!   (tower-http's `TimeoutLayer`): they are read by your extractors, not
+//!   by the server.
+//! - **Bounds idle connections on every protocol**
+//!   ([`idle_timeout`](Serve::idle_timeout), the header timeout by
+//!   default): a connection with no request in flight, between keep-alive
+//!   requests or on HTTP/2 after its streams ended, is shut down (HTTP/2
+//!   with a `GOAWAY`). HTTP/2 connections also get keep-alive pings, a cap
+//!   on concurrent streams and on header size ([`Http2`]).
 //! - **Closes stalled readers at once**: each HTTP/1 request carries a
 //!   [`ConnectionCloser`](crate::ConnectionCloser), so a stream whose client stopped reading is
 //!   closed the moment its queue overflows; the operating system closes
@@ -62,7 +68,9 @@
 
 mod body;
 mod direct;
+mod http2;
 mod hyper;
+mod idle;
 mod rewind;
 
 use std::convert::Infallible;
@@ -82,6 +90,7 @@ use tokio::sync::{Semaphore, watch};
 use tower_service::Service;
 
 pub use body::RequestBody;
+pub use http2::Http2;
 
 use self::direct::{Limits, Outcome};
 use self::hyper::{HyperConnection, Protocols};
@@ -105,7 +114,9 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         max_connections: 100_000,
         header_read_timeout: Duration::from_secs(10),
         stalled_reader_timeout: Some(Duration::from_secs(30)),
+        idle_timeout: None,
         http1_only: false,
+        http2: Http2::default(),
         max_read_buffer: None,
         direct_streams: true,
         shutdown: None,
@@ -122,7 +133,9 @@ pub struct Serve<S> {
     max_connections: usize,
     header_read_timeout: Duration,
     stalled_reader_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
     http1_only: bool,
+    http2: Http2,
     max_read_buffer: Option<usize>,
     direct_streams: bool,
     shutdown: Option<Signal>,
@@ -140,6 +153,24 @@ impl<S> Serve<S> {
     /// idle keep-alive connection stays open (default 10 s).
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a connection with no request in flight stays open, on
+    /// HTTP/1.1 (between keep-alive requests) and on HTTP/2 alike
+    /// (default: the [`header_read_timeout`](Serve::header_read_timeout),
+    /// 10 s). An HTTP/2 connection is then shut down with a `GOAWAY`, so a
+    /// client that opened one and went quiet does not hold a connection
+    /// slot.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// HTTP/2 settings ([`Http2`]: concurrent streams, keep-alive pings,
+    /// header size, windows), for connections that speak it.
+    pub fn http2(mut self, http2: Http2) -> Self {
+        self.http2 = http2;
         self
     }
 
@@ -210,7 +241,9 @@ impl<S> std::fmt::Debug for Serve<S> {
             .field("max_connections", &self.max_connections)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("stalled_reader_timeout", &self.stalled_reader_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("http1_only", &self.http1_only)
+            .field("http2", &self.http2)
             .field("max_read_buffer", &self.max_read_buffer)
             .field("direct_streams", &self.direct_streams)
             .finish_non_exhaustive()
@@ -252,7 +285,9 @@ where
             max_connections,
             header_read_timeout,
             stalled_reader_timeout,
+            idle_timeout,
             http1_only,
+            http2,
             max_read_buffer,
             direct_streams,
             shutdown,
@@ -261,7 +296,9 @@ where
             http1_only,
             header_read_timeout,
             max_read_buffer,
+            &http2,
         ));
+        let idle_timeout = idle_timeout.unwrap_or(header_read_timeout);
         let limits = Arc::new(Limits {
             header_read_timeout,
             max_head: max_read_buffer.unwrap_or(DIRECT_MAX_HEAD),
@@ -294,7 +331,7 @@ where
             let mut connection = HyperConnection {
                 service: service.clone(),
                 stopping: stopping.clone(),
-                header_read_timeout,
+                idle_timeout,
             };
             if !direct_streams {
                 connection.spawn(&protocols, Rewind::new(Bytes::new(), socket), addr, permit);
