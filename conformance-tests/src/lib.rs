@@ -39,6 +39,7 @@ pub mod parser;
 pub mod proxy;
 pub mod report;
 pub mod server;
+pub mod sim;
 pub mod store;
 
 pub use report::{CheckResult, Outcome, Report};

@@ -60,12 +60,12 @@
 mod connection;
 mod hub;
 mod link;
-mod presence;
+mod listener;
 mod scripts;
 mod sessions;
 mod store;
 
-pub use hub::{RedisHub, RedisHubBuilder};
+pub use hub::{RedisHub, RedisHubBuilder, RedisTransport};
 pub use sessions::RedisSessions;
 pub use store::{RedisStore, RedisStoreBuilder};
 

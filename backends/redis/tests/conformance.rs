@@ -137,49 +137,6 @@ async fn redis_hub_passes_the_multi_node_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_forced_onto_the_same_node_id_still_hand_out_distinct_connection_ids() {
-    use sse_core::{Audience, Event, Hub, Principal};
-    let prefix = support::prefix("same-node-id");
-    let connect = || {
-        RedisHub::builder(support::redis_url())
-            .prefix(prefix.clone())
-            .node_id(7)
-            .connect()
-    };
-    let a = support::required(connect().await);
-    let b = support::required(connect().await);
-    assert_eq!(a.node_id(), 7);
-    assert_ne!(b.node_id(), 7, "a live node's id was handed out again");
-    // Each node's first connection gets sequence number 1: under the old
-    // scheme (a per-process base) these could collide; now the node part
-    // differs.
-    let mut on_a = a.subscribe(&Principal::new("alice"), 8).await.unwrap();
-    let mut on_b = b.subscribe(&Principal::new("mallory"), 8).await.unwrap();
-    assert_eq!(on_a.id().seq(), on_b.id().seq());
-    assert_ne!(on_a.id(), on_b.id());
-    // An event for alice's connection, published on B, reaches alice's
-    // connection on A and never mallory's on B.
-    let secret = Event::json(&"for alice's connection").unwrap();
-    b.publish(&Audience::Connection(on_a.id()), &secret)
-        .await
-        .unwrap();
-    let got = tokio::time::timeout(std::time::Duration::from_secs(5), on_a.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got, secret);
-    let marker = Event::json(&"marker").unwrap();
-    b.publish(&Audience::Connection(on_b.id()), &marker)
-        .await
-        .unwrap();
-    let got = tokio::time::timeout(std::time::Duration::from_secs(5), on_b.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got, marker, "mallory received alice's event");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_hub_keeps_its_connection_past_many_keep_alive_pings() {
     let hub = support::required(
         RedisHub::builder(support::redis_url())

@@ -44,6 +44,11 @@ pub enum SqlStoreError {
         /// The channel given.
         channel: String,
     },
+    /// The hub could not start on the database it connected to.
+    #[error(
+        "the PostgreSQL hub could not start: {0}; check that the database runs and the role may LISTEN and NOTIFY"
+    )]
+    Hub(String),
     /// A migration failed; the database is left at the previous version.
     #[error("applying migration {version} failed: {source}")]
     Migrate {

@@ -61,7 +61,7 @@ mod store;
 
 pub use error::SqlStoreError;
 #[cfg(feature = "postgres")]
-pub use hub::{PostgresHub, PostgresHubBuilder};
+pub use hub::{PostgresHub, PostgresHubBuilder, PostgresTransport};
 pub use sessions::SqlSessions;
 pub use store::{SqlStore, SqlStoreBuilder};
 

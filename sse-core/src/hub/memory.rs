@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::ring::{Ring, RingReader};
-use super::sequencer::{Sequencer, Sink};
+use super::sequencer::{CatchUp, Sequencer, Sink};
 use super::{
     Hub, HubError, HubStats, Presence, SendOutcome, Subscription, SubscriptionSender, channel,
 };
@@ -159,6 +159,18 @@ impl InMemoryHub {
     /// (hubs built on this one call it in `subscribe`).
     pub async fn ready(&self) {
         self.index.sequencer.start().await;
+    }
+
+    /// Reads what the log has between what this node delivered and its
+    /// head, and delivers it in order (after a lost link, dropped
+    /// messages, or now and then on a quiet system; see the sequencer).
+    pub(crate) async fn catch_up(&self) -> CatchUp {
+        Sequencer::catch_up(&self.index).await
+    }
+
+    /// The log attached with [`InMemoryHub::attach_log`], if any.
+    pub(crate) fn log(&self) -> Option<Arc<dyn EventLog>> {
+        self.index.sequencer.log().cloned()
     }
 
     /// The node id every connection id of this hub carries.

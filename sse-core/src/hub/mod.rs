@@ -14,10 +14,11 @@ use crate::{Audience, Event, EventLog, Principal};
 
 mod memory;
 mod ring;
-mod sequencer;
+pub(crate) mod sequencer;
 mod subscription;
 
 pub use memory::InMemoryHub;
+pub(crate) use memory::random_node_id;
 pub use subscription::{RecvError, SendOutcome, Subscription, SubscriptionSender, channel};
 
 /// The error type hubs wrap backend failures in.

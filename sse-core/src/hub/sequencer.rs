@@ -3,13 +3,31 @@
 //!
 //! Durable events reach a node out of order (two publishers, two nodes, a
 //! broker) and, rarely, not at all (a publisher crashed between appending
-//! and publishing, a broker dropped a message). The sequencer holds an
-//! event back until every position below it was delivered; a position that
-//! has not arrived after a short wait is read from the log, or, without a
-//! log, skipped with a [`RecvError::Missed`](super::RecvError::Missed) to
-//! every connection so streams catch up from their own log. So each
-//! connection receives durable events in position order, and a stream's
-//! watermark always means "everything addressed to me up to here".
+//! and publishing, a broker dropped a message, the link was down). The
+//! sequencer holds an event back until every position below it was
+//! delivered; a position that has not arrived after a short wait is read
+//! from the log, or, without a log, skipped with a
+//! [`RecvError::Missed`](super::RecvError::Missed) to every connection so
+//! streams catch up from their own log. So each connection receives
+//! durable events in position order, and a stream's watermark always means
+//! "everything addressed to me up to here".
+//!
+//! Two things are read from the log besides gaps:
+//!
+//! - **Its head.** [`Sequencer::catch_up`] reads everything between what
+//!   was delivered and the log's head, and delivers it in order: after the
+//!   broker's link was lost and regained, after the client dropped
+//!   messages, and now and then on a quiet system (a committed event whose
+//!   publish failed, or whose publisher died after its commit, reaches
+//!   live streams this way, not only on their next reconnect). One read
+//!   per node serves every stream; only a gap too long to read at once is
+//!   left to each stream ([`RecvError::Missed`](super::RecvError::Missed)).
+//! - **What a position above its head means.** A message that claims a
+//!   position the log has not written (a forged frame on a broker anyone
+//!   can publish to, or a message from another log) is never taken as
+//!   proof that the positions below it are lost: a gap is skipped only
+//!   when the log has moved past it, and a pending position still beyond
+//!   the head after [`UNSEEN_CHECKS`] looks is dropped.
 //!
 //! Dispatching happens outside the lock: whoever finds the next position
 //! ready takes every consecutive event and delivers them, while events
@@ -24,11 +42,19 @@ use crate::{Audience, Event};
 
 /// How many missing positions are read from the log at once.
 const FILL_BATCH: usize = 1_000;
+/// The longest stretch a catch-up reads itself; past it every stream
+/// replays what it is missing on its own.
+const MAX_CATCH_UP: u64 = 20_000;
+/// How many times a gap is looked at while the log's head is below the
+/// positions waiting above it, before those are dropped as not the log's.
+pub(super) const UNSEEN_CHECKS: u32 = 10;
 
 pub(super) struct Sequencer {
     state: Mutex<State>,
     log: OnceLock<Arc<dyn EventLog>>,
     started: tokio::sync::OnceCell<()>,
+    /// One catch-up at a time.
+    catching_up: tokio::sync::Mutex<()>,
     gap_wait: Duration,
 }
 
@@ -40,6 +66,8 @@ struct State {
     pending: BTreeMap<u64, (Audience, Event)>,
     dispatching: bool,
     resolving: bool,
+    /// Looks at the current gap that found the log's head below it.
+    unseen_checks: u32,
 }
 
 /// Delivers events to the node's connections; the index of an
@@ -50,12 +78,26 @@ pub(super) trait Sink: Send + Sync + 'static {
     fn sequencer(&self) -> &Sequencer;
 }
 
+/// What a [`Sequencer::catch_up`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CatchUp {
+    /// Everything up to the log's head was delivered (or was already).
+    Delivered,
+    /// The log could not be read; nothing changed.
+    Failed,
+    /// Too much was missing: every stream was told to replay by itself.
+    LeftToStreams,
+    /// No log is attached: every stream was told to replay by itself.
+    NoLog,
+}
+
 impl Sequencer {
     pub(super) fn new(gap_wait: Duration) -> Self {
         Self {
             state: Mutex::new(State::default()),
             log: OnceLock::new(),
             started: tokio::sync::OnceCell::new(),
+            catching_up: tokio::sync::Mutex::new(()),
             gap_wait,
         }
     }
@@ -67,6 +109,10 @@ impl Sequencer {
     pub(super) fn attach(&self, log: Arc<dyn EventLog>) {
         // The first log wins: a hub serves one history.
         let _ = self.log.set(log);
+    }
+
+    pub(super) fn log(&self) -> Option<&Arc<dyn EventLog>> {
+        self.log.get()
     }
 
     /// Learns where the log's history stands before the first connection
@@ -147,6 +193,7 @@ impl Sequencer {
                     Some(item) => {
                         ready.push(item);
                         state.next = Some(next + 1);
+                        state.unseen_checks = 0;
                     }
                     None => break,
                 }
@@ -172,7 +219,8 @@ impl Sequencer {
     }
 
     /// After the grace period, fills a gap that is still there from the log
-    /// (or skips it, telling every connection to catch up).
+    /// (or skips it once the log has moved past it, telling every
+    /// connection to catch up).
     async fn resolve<S: Sink>(sink: Weak<S>, gap: Option<u64>) {
         let wait = match sink.upgrade() {
             Some(sink) => sink.sequencer().gap_wait,
@@ -196,34 +244,45 @@ impl Sequencer {
                 }
             }
         };
-        let mut filled = false;
-        if let Some(log) = this.log.get() {
-            let count = usize::try_from(missing.end - missing.start).unwrap_or(FILL_BATCH);
-            match log
-                .read(epoch.at(missing.start - 1), count.min(FILL_BATCH))
-                .await
-            {
-                Ok(records) => {
-                    filled = records
-                        .first()
-                        .and_then(|r| r.cursor())
-                        .is_some_and(|c| c.position() == missing.start);
-                    for record in records {
-                        if let Some(cursor) = record.cursor() {
-                            let mut state = this.lock();
-                            if state.next.is_some_and(|next| cursor.position() >= next) {
-                                state
-                                    .pending
-                                    .insert(cursor.position(), (record.audience, record.event));
-                            }
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "filling a gap in live delivery from the log failed");
-                }
+        let Some(log) = this.log.get() else {
+            // No log to read it from: move on to what did arrive, and let
+            // every stream catch up from its own log.
+            let mut state = this.lock();
+            state.resolving = false;
+            if state.next == Some(missing.start) {
+                tracing::warn!(
+                    from = missing.start,
+                    to = missing.end - 1,
+                    "positions never arrived; streams catch up from the log"
+                );
+                state.next = Some(missing.end);
+                drop(state);
+                sink.signal_missed();
+                state = this.lock();
             }
-        }
+            Self::drain(&sink, state);
+            return;
+        };
+        let count = usize::try_from(missing.end - missing.start).unwrap_or(FILL_BATCH);
+        let read = log
+            .read(epoch.at(missing.start - 1), count.min(FILL_BATCH))
+            .await;
+        let filled = match read {
+            Ok(records) => {
+                let filled = records
+                    .first()
+                    .and_then(|r| r.cursor())
+                    .is_some_and(|c| c.position() == missing.start);
+                Self::take_records(this, records);
+                filled
+            }
+            Err(error) => {
+                tracing::warn!(%error, "filling a gap in live delivery from the log failed");
+                false
+            }
+        };
+        // Not in the log: lost for good only if the log has moved past it.
+        let head = if filled { None } else { log.head().await.ok() };
         let mut state = this.lock();
         state.resolving = false;
         let first_pending = state.pending.keys().next().copied();
@@ -231,18 +290,132 @@ impl Sequencer {
             && next == missing.start
             && first > next
         {
-            // Lost for good (pruned, or no log): move on to what did
-            // arrive, and let every stream catch up from its own log.
-            tracing::warn!(
-                from = next,
-                to = first - 1,
-                "positions never arrived; streams catch up from the log"
-            );
-            state.next = Some(first);
-            drop(state);
-            sink.signal_missed();
-            state = this.lock();
+            match head {
+                Some(head) if head.epoch() == epoch && head.position() < next => {
+                    // The log has written nothing at `next` yet: what waits
+                    // above it is not (yet) the log's. Look again, and drop
+                    // it once it has stayed beyond the head long enough.
+                    state.unseen_checks += 1;
+                    if state.unseen_checks >= UNSEEN_CHECKS {
+                        let dropped = state.pending.len();
+                        state.pending.clear();
+                        state.unseen_checks = 0;
+                        tracing::warn!(
+                            dropped,
+                            head = head.position(),
+                            "durable events claimed positions the log never wrote (forged, or another log's); dropped"
+                        );
+                    }
+                }
+                Some(_) => {
+                    // Pruned, or in a newer epoch: move on to what did
+                    // arrive, and let every stream catch up from its log.
+                    tracing::warn!(
+                        from = next,
+                        to = first - 1,
+                        "positions are gone from the log; streams catch up from it"
+                    );
+                    state.next = Some(first);
+                    state.unseen_checks = 0;
+                    drop(state);
+                    sink.signal_missed();
+                    state = this.lock();
+                }
+                // The log cannot be read: keep waiting.
+                None => {}
+            }
         }
         Self::drain(&sink, state);
+    }
+
+    /// Queues what the log returned, above what was delivered.
+    fn take_records(this: &Sequencer, records: Vec<crate::log::LogRecord>) {
+        let mut state = this.lock();
+        for record in records {
+            if let Some(cursor) = record.cursor()
+                && state.epoch == Some(cursor.epoch())
+                && state.next.is_some_and(|next| cursor.position() >= next)
+            {
+                state
+                    .pending
+                    .insert(cursor.position(), (record.audience, record.event));
+            }
+        }
+    }
+
+    /// Reads everything between what was delivered and the log's head and
+    /// delivers it in order (see the module docs).
+    pub(super) async fn catch_up<S: Sink>(sink: &Arc<S>) -> CatchUp {
+        let this = sink.sequencer();
+        let Some(log) = this.log.get() else {
+            sink.signal_missed();
+            return CatchUp::NoLog;
+        };
+        let _one = this.catching_up.lock().await;
+        let head = match log.head().await {
+            Ok(head) => head,
+            Err(error) => {
+                tracing::warn!(%error, "reading the log head to catch up failed");
+                return CatchUp::Failed;
+            }
+        };
+        let next = {
+            let mut state = this.lock();
+            match (state.epoch, state.next) {
+                (Some(epoch), Some(next)) if epoch == head.epoch() => next,
+                (None, _) | (_, None) => {
+                    // Nothing delivered yet: start at the head.
+                    state.epoch = Some(head.epoch());
+                    state.next = Some(head.position() + 1);
+                    return CatchUp::Delivered;
+                }
+                _ => {
+                    // The log has a new history.
+                    *state = State {
+                        epoch: Some(head.epoch()),
+                        next: Some(head.position() + 1),
+                        ..State::default()
+                    };
+                    drop(state);
+                    sink.signal_missed();
+                    return CatchUp::LeftToStreams;
+                }
+            }
+        };
+        if head.position() < next {
+            return CatchUp::Delivered;
+        }
+        if head.position() - next >= MAX_CATCH_UP {
+            let mut state = this.lock();
+            if state.next == Some(next) {
+                state.next = Some(head.position() + 1);
+                state
+                    .pending
+                    .retain(|position, _| *position > head.position());
+            }
+            drop(state);
+            sink.signal_missed();
+            return CatchUp::LeftToStreams;
+        }
+        let mut after = head.epoch().at(next - 1);
+        while after.position() < head.position() {
+            let records = match log.read(after, FILL_BATCH).await {
+                Ok(records) => records,
+                Err(error) => {
+                    tracing::warn!(%error, "catching up from the log failed");
+                    return CatchUp::Failed;
+                }
+            };
+            let Some(last) = records.last().and_then(|r| r.cursor()) else {
+                break;
+            };
+            Self::take_records(this, records);
+            Self::drain(sink, this.lock());
+            if last.position() <= after.position() {
+                break;
+            }
+            after = last;
+        }
+        CatchUp::Delivered
     }
 }
