@@ -169,6 +169,23 @@ impl SimBroker {
         link.regained();
     }
 
+    /// Delivers `payload` on `route` to every node that subscribed to it,
+    /// as a client the nodes do not know would (a forger with access to
+    /// the broker).
+    pub fn inject(&self, route: &Route, payload: Bytes) {
+        let name = channel(route);
+        let links: Vec<Link> = self
+            .lock()
+            .nodes
+            .iter()
+            .filter(|n| !n.cut && n.channels.contains(&name))
+            .map(|n| n.link.clone())
+            .collect();
+        for link in links {
+            link.receive(&name, payload.clone());
+        }
+    }
+
     /// Nodes started on this broker.
     pub fn nodes(&self) -> usize {
         self.lock().nodes.len()

@@ -66,6 +66,8 @@ struct State {
     pending: BTreeMap<u64, (Audience, Event)>,
     dispatching: bool,
     resolving: bool,
+    /// Reading the log's head to learn where delivery starts.
+    starting: bool,
     /// Looks at the current gap that found the log's head below it.
     unseen_checks: u32,
 }
@@ -131,8 +133,7 @@ impl Sequencer {
                 if state.next.is_none() {
                     state.epoch = Some(head.epoch());
                     state.next = Some(head.position() + 1);
-                    let next = head.position() + 1;
-                    state.pending.retain(|position, _| *position >= next);
+                    retain_above(&mut state.pending, head);
                 }
                 Ok::<(), ()>(())
             })
@@ -151,6 +152,13 @@ impl Sequencer {
         let mut state = this.lock();
         match state.epoch {
             Some(epoch) if epoch == cursor.epoch() => {}
+            Some(_) if this.log.get().is_some() => {
+                // Another history, says a message: only the log can say so.
+                // Ask it; the event itself comes from the log if it is real.
+                drop(state);
+                Self::spawn_verify_epoch(sink);
+                return;
+            }
             Some(_) => {
                 // Another history (the log was replaced): whatever a stream
                 // held is meaningless now; they all catch up from the log.
@@ -166,7 +174,32 @@ impl Sequencer {
                 sink.signal_missed();
                 state = this.lock();
             }
+            // With a log, the log's head decides (see below).
+            None if this.log.get().is_some() => {}
             None => state.epoch = Some(cursor.epoch()),
+        }
+        if state.next.is_none() && this.log.get().is_some() {
+            // Where delivery starts comes from the log, never from a
+            // message (which anyone who can publish could forge): keep it
+            // until the log's head is known.
+            state
+                .pending
+                .insert(cursor.position(), (audience.clone(), event.clone()));
+            if !state.starting
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                state.starting = true;
+                let sink = Arc::downgrade(sink);
+                runtime.spawn(async move {
+                    let Some(sink) = sink.upgrade() else { return };
+                    let this = sink.sequencer();
+                    this.start().await;
+                    let mut state = this.lock();
+                    state.starting = false;
+                    Self::drain(&sink, state);
+                });
+            }
+            return;
         }
         let next = *state.next.get_or_insert(cursor.position());
         if cursor.position() < next {
@@ -176,6 +209,34 @@ impl Sequencer {
             .pending
             .insert(cursor.position(), (audience.clone(), event.clone()));
         Self::drain(sink, state);
+    }
+
+    /// Reads the log's head: if its epoch is not the one delivered, the
+    /// history was replaced and every stream catches up from the log.
+    fn spawn_verify_epoch<S: Sink>(sink: &Arc<S>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let sink = Arc::downgrade(sink);
+        runtime.spawn(async move {
+            let Some(sink) = sink.upgrade() else { return };
+            let this = sink.sequencer();
+            let Some(log) = this.log.get() else { return };
+            let Ok(head) = log.head().await else { return };
+            let mut state = this.lock();
+            if state.epoch.is_some_and(|epoch| epoch != head.epoch()) {
+                tracing::warn!("the log's history was replaced; streams catch up from it");
+                *state = State {
+                    epoch: Some(head.epoch()),
+                    next: Some(head.position() + 1),
+                    ..State::default()
+                };
+                drop(state);
+                sink.signal_missed();
+            } else {
+                tracing::warn!("a durable event from another log's history arrived; dropped");
+            }
+        });
     }
 
     /// Dispatches every consecutive event from `next`, unless another
@@ -263,6 +324,42 @@ impl Sequencer {
             Self::drain(&sink, state);
             return;
         };
+        // The head first, then the read: a position the head already
+        // covered that the read then lacks is gone for good (pruned); a
+        // head below the gap means the log has written nothing there yet,
+        // whatever waits above it. (Read the other way round, an append
+        // between the two would pass for a pruned position.)
+        let head = match log.head().await {
+            Ok(head) => head,
+            Err(error) => {
+                tracing::warn!(%error, "reading the log head to fill a gap failed");
+                let mut state = this.lock();
+                state.resolving = false;
+                Self::drain(&sink, state);
+                return;
+            }
+        };
+        if head.epoch() == epoch && head.position() < missing.start {
+            let mut state = this.lock();
+            state.resolving = false;
+            if state.next == Some(missing.start) {
+                // Look again, and drop what waits once it has stayed
+                // beyond the head long enough.
+                state.unseen_checks += 1;
+                if state.unseen_checks >= UNSEEN_CHECKS {
+                    let dropped = state.pending.len();
+                    state.pending.clear();
+                    state.unseen_checks = 0;
+                    tracing::warn!(
+                        dropped,
+                        head = head.position(),
+                        "durable events claimed positions the log never wrote (forged, or another log's); dropped"
+                    );
+                }
+            }
+            Self::drain(&sink, state);
+            return;
+        }
         let count = usize::try_from(missing.end - missing.start).unwrap_or(FILL_BATCH);
         let read = log
             .read(epoch.at(missing.start - 1), count.min(FILL_BATCH))
@@ -278,11 +375,12 @@ impl Sequencer {
             }
             Err(error) => {
                 tracing::warn!(%error, "filling a gap in live delivery from the log failed");
-                false
+                let mut state = this.lock();
+                state.resolving = false;
+                Self::drain(&sink, state);
+                return;
             }
         };
-        // Not in the log: lost for good only if the log has moved past it.
-        let head = if filled { None } else { log.head().await.ok() };
         let mut state = this.lock();
         state.resolving = false;
         let first_pending = state.pending.keys().next().copied();
@@ -290,40 +388,19 @@ impl Sequencer {
             && next == missing.start
             && first > next
         {
-            match head {
-                Some(head) if head.epoch() == epoch && head.position() < next => {
-                    // The log has written nothing at `next` yet: what waits
-                    // above it is not (yet) the log's. Look again, and drop
-                    // it once it has stayed beyond the head long enough.
-                    state.unseen_checks += 1;
-                    if state.unseen_checks >= UNSEEN_CHECKS {
-                        let dropped = state.pending.len();
-                        state.pending.clear();
-                        state.unseen_checks = 0;
-                        tracing::warn!(
-                            dropped,
-                            head = head.position(),
-                            "durable events claimed positions the log never wrote (forged, or another log's); dropped"
-                        );
-                    }
-                }
-                Some(_) => {
-                    // Pruned, or in a newer epoch: move on to what did
-                    // arrive, and let every stream catch up from its log.
-                    tracing::warn!(
-                        from = next,
-                        to = first - 1,
-                        "positions are gone from the log; streams catch up from it"
-                    );
-                    state.next = Some(first);
-                    state.unseen_checks = 0;
-                    drop(state);
-                    sink.signal_missed();
-                    state = this.lock();
-                }
-                // The log cannot be read: keep waiting.
-                None => {}
-            }
+            // The head covered it, the read lacks it: pruned, or a new
+            // epoch. Move on to what did arrive, and let every stream catch
+            // up from its log.
+            tracing::warn!(
+                from = next,
+                to = first - 1,
+                "positions are gone from the log; streams catch up from it"
+            );
+            state.next = Some(first);
+            state.unseen_checks = 0;
+            drop(state);
+            sink.signal_missed();
+            state = this.lock();
         }
         Self::drain(&sink, state);
     }
@@ -367,6 +444,8 @@ impl Sequencer {
                     // Nothing delivered yet: start at the head.
                     state.epoch = Some(head.epoch());
                     state.next = Some(head.position() + 1);
+                    retain_above(&mut state.pending, head);
+                    Self::drain(sink, state);
                     return CatchUp::Delivered;
                 }
                 _ => {
@@ -418,4 +497,11 @@ impl Sequencer {
         }
         CatchUp::Delivered
     }
+}
+
+/// Keeps the events waiting after `head` in `head`'s history.
+fn retain_above(pending: &mut BTreeMap<u64, (Audience, Event)>, head: Cursor) {
+    pending.retain(|position, (_, event)| {
+        *position > head.position() && event.cursor().is_some_and(|c| c.epoch() == head.epoch())
+    });
 }
