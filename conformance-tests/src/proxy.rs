@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 /// Forwards connections from a loopback port to `upstream` until cut.
 pub struct TcpProxy {
     addr: SocketAddr,
+    upstream: Arc<std::sync::Mutex<String>>,
     up: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
     task: JoinHandle<()>,
@@ -31,13 +32,14 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Listens on `127.0.0.1:0` and forwards to `upstream` (`host:port`).
     pub async fn start(upstream: impl Into<String>) -> std::io::Result<Self> {
-        let upstream = upstream.into();
+        let upstream = Arc::new(std::sync::Mutex::new(upstream.into()));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
         let task = {
             let up = up.clone();
+            let upstream = upstream.clone();
             let generation = generation.clone();
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
@@ -46,7 +48,10 @@ impl TcpProxy {
                         drop(client);
                         continue;
                     }
-                    let upstream = upstream.clone();
+                    let upstream = upstream
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
                     let mut cut = generation.subscribe();
                     tokio::spawn(async move {
                         let Ok(server) = TcpStream::connect(&upstream).await else {
@@ -68,6 +73,7 @@ impl TcpProxy {
         };
         Ok(Self {
             addr,
+            upstream,
             up,
             generation,
             task,
@@ -83,6 +89,15 @@ impl TcpProxy {
     pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Forwards new connections to `upstream` from now on (a failover
+    /// behind a stable address); open ones stay where they are.
+    pub fn redirect(&self, upstream: impl Into<String>) {
+        *self
+            .upstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = upstream.into();
     }
 
     /// Accepts and forwards new connections again.

@@ -66,6 +66,10 @@ pub enum EventError {
         "event id contains {0}; ids must not contain CR, LF or NUL (use an opaque token such as a number)"
     )]
     InvalidId(&'static str),
+    /// The event name is reserved for the protocol's own records
+    /// ([`REVOCATION_EVENT`](crate::revocation::REVOCATION_EVENT)).
+    #[error("the event name {0:?} is reserved for the layer's own records; pick another name")]
+    ReservedEventName(&'static str),
     /// The event name contains a line break.
     #[error(
         "event name contains {0}; names must not contain CR or LF (use a short token such as `notification`)"
@@ -540,6 +544,22 @@ impl EventBuilder {
         {
             return Err(EventError::InvalidEventName(bad));
         }
+        if self.event.as_deref() == Some(crate::revocation::REVOCATION_EVENT) {
+            return Err(EventError::ReservedEventName(
+                crate::revocation::REVOCATION_EVENT,
+            ));
+        }
+        self.build_unchecked_name()
+    }
+
+    /// [`build`](Self::build) with a reserved event name: for the layer's
+    /// own records.
+    pub(crate) fn build_reserved(mut self, name: &'static str) -> Result<Event, EventError> {
+        self.event = Some(name.to_owned());
+        self.build_unchecked_name()
+    }
+
+    fn build_unchecked_name(self) -> Result<Event, EventError> {
         if let Some(key) = &self.conflate
             && (key.is_empty() || key.len() > MAX_CONFLATION_KEY_LEN)
         {

@@ -57,6 +57,7 @@ pub mod log;
 pub mod notifier;
 pub mod principal;
 pub mod query;
+pub mod revocation;
 pub mod store;
 pub mod time;
 
@@ -77,6 +78,7 @@ pub use id::{ConnectionId, GroupId, NotificationId, SessionId, Topic, UserId};
 pub use log::{Cursor, EventLog, InMemoryLog, Retention};
 pub use notifier::{Notifier, NotifyError};
 pub use principal::Principal;
+pub use revocation::Revocation;
 pub use store::{
     Change, ChangeKind, InMemoryStore, NewNotification, Notification, NotificationPolicy,
     NotificationStore, Page, PageRequest, StoreError,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::{
     Audience, Change, Event, EventLog, Hub, HubError, NewNotification, Notification,
-    NotificationId, NotificationStore, StoreError, UserId,
+    NotificationId, NotificationStore, Revocation, SessionId, StoreError, UserId,
 };
 
 /// Stores first, then publishes: the facade applications call.
@@ -59,15 +59,28 @@ pub enum NotifyError {
     #[error("live delivery failed: {0}")]
     Hub(#[source] HubError),
     /// The event is stored (durable, with its position) but live delivery
-    /// failed. Connected clients get it when they next reconnect, or when
-    /// their node fills the gap from the log.
-    #[error("stored as {} but live delivery failed: {source}; clients will receive it on replay", event.id().unwrap_or_default())]
+    /// failed. Live streams get it when their node reads it from the log
+    /// (on a hub built on `sse_core::cluster`, within about a second),
+    /// and clients on replay.
+    #[error("stored as {} but live delivery failed: {source}; streams receive it from the log", event.id().unwrap_or_default())]
     Publish {
         /// The stored event, with its position as `id:`.
         event: Event,
         /// The stored change, for inbox operations.
         change: Option<Box<Change>>,
         /// Why publishing failed.
+        source: HubError,
+    },
+    /// Every event of a batch is stored, but live delivery failed for
+    /// some (each was tried): they reach streams from the log, as with
+    /// [`NotifyError::Publish`].
+    #[error("stored {} events but live delivery failed for {} of them (first: {source}); streams receive them from the log", stored.len(), failed.len())]
+    PublishMany {
+        /// Every stored event, in order, with its position as `id:`.
+        stored: Vec<Event>,
+        /// Indexes (into `stored`) of the events whose publish failed.
+        failed: Vec<usize>,
+        /// Why the first failed publish failed.
         source: HubError,
     },
     /// An ephemeral event carried an id in the log's form. Streams read
@@ -173,16 +186,54 @@ impl Notifier {
             });
         }
         let stored = self.log.append(events).await?;
-        for ((audience, _), event) in events.iter().zip(&stored) {
-            if let Err(source) = self.hub.publish(audience, event).await {
-                return Err(NotifyError::Publish {
-                    event: event.clone(),
+        let audiences = events.iter().map(|(audience, _)| audience);
+        self.publish_all(audiences, stored)
+            .await
+            .map_err(|failure| match failure {
+                Failure::One { event, source } => NotifyError::Publish {
+                    event,
                     change: None,
                     source,
-                });
+                },
+                Failure::Many {
+                    stored,
+                    failed,
+                    source,
+                } => NotifyError::PublishMany {
+                    stored,
+                    failed,
+                    source,
+                },
+            })
+    }
+
+    /// Publishes every stored event, each tried whatever became of the
+    /// others; says which failed.
+    async fn publish_all<'a>(
+        &self,
+        audiences: impl Iterator<Item = &'a Audience>,
+        stored: Vec<Event>,
+    ) -> Result<Vec<Event>, Failure> {
+        let mut failed = Vec::new();
+        let mut first = None;
+        for (index, (audience, event)) in audiences.zip(&stored).enumerate() {
+            if let Err(source) = self.hub.publish(audience, event).await {
+                failed.push(index);
+                first.get_or_insert(source);
             }
         }
-        Ok(stored)
+        match first {
+            None => Ok(stored),
+            Some(source) if stored.len() == 1 => Err(Failure::One {
+                event: stored[0].clone(),
+                source,
+            }),
+            Some(source) => Err(Failure::Many {
+                stored,
+                failed,
+                source,
+            }),
+        }
     }
 
     /// Delivers events that are already in the log (appended in your own
@@ -241,11 +292,51 @@ impl Notifier {
             .map_err(NotifyError::Hub)
     }
 
-    /// Ends the open streams of an audience on every node, such as a
-    /// session's at logout (see [`Event::disconnect`]). Their clients
-    /// reconnect and are authenticated again.
+    /// Ends the open streams of an audience on every node, now (see
+    /// [`Event::disconnect`]). Their clients reconnect and are
+    /// authenticated again. This is a live message only: sent while the
+    /// broker is down, it is lost. At logout use [`Notifier::revoke`].
     pub async fn disconnect(&self, audience: &Audience) -> Result<(), HubError> {
         self.hub.publish(audience, &Event::disconnect()).await
+    }
+
+    /// Ends `user`'s open streams of `session` (all of the user's with
+    /// `None`) on every node, **durably**: the revocation is written to the
+    /// log under the user's audience, so a node that misses the live
+    /// message (a broker down, a link cut) gets it from the log when it
+    /// catches up, and ends those streams then (see [`crate::revocation`]).
+    /// Their clients reconnect and are authenticated again; revoke the
+    /// session in your session store first, so that they are refused.
+    ///
+    /// A [`NotifyError::Publish`] means the revocation is stored and will
+    /// end the streams once their node reads it from the log.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use sse_core::{Hub, InMemoryHub, InMemoryStore, Notifier, Principal, SessionId, UserId};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = InMemoryHub::new();
+    /// let notifier = Notifier::with_store(Arc::new(InMemoryStore::new()), Arc::new(hub.clone()));
+    /// let mut tab = hub.subscribe(&Principal::new("ada").with_session("s-1"), 8).await?;
+    /// notifier.revoke(&UserId::from("ada"), Some(&SessionId::from("s-1"))).await?;
+    /// assert!(tab.recv().await?.revocation().is_some()); // sse-tower streams end on it
+    /// # Ok(()) }
+    /// ```
+    pub async fn revoke(
+        &self,
+        user: &UserId,
+        session: Option<&SessionId>,
+    ) -> Result<(), NotifyError> {
+        let revocation = match session {
+            Some(session) => Revocation::Session(session.clone()),
+            None => Revocation::AllSessions,
+        };
+        let event = revocation
+            .to_event()
+            .map_err(|e| NotifyError::Store(StoreError::Backend(Box::new(e))))?;
+        self.publish(&Audience::User(user.clone()), &event)
+            .await
+            .map(|_| ())
     }
 
     /// Creates a notification and delivers it to the recipient's connections.
@@ -265,10 +356,28 @@ impl Notifier {
     ) -> Result<Vec<Notification>, NotifyError> {
         let changes = self.require_inbox()?.create_many(new).await?;
         let notifications = changes.iter().map(created).collect::<Result<Vec<_>, _>>()?;
-        for change in changes {
-            self.deliver_change(change).await?;
+        let audiences: Vec<Audience> = changes
+            .iter()
+            .map(|change| Audience::User(change.user.clone()))
+            .collect();
+        let events: Vec<Event> = changes.into_iter().map(|c| c.event().clone()).collect();
+        match self.publish_all(audiences.iter(), events).await {
+            Ok(_) => Ok(notifications),
+            Err(Failure::One { event, source }) => Err(NotifyError::Publish {
+                event,
+                change: None,
+                source,
+            }),
+            Err(Failure::Many {
+                stored,
+                failed,
+                source,
+            }) => Err(NotifyError::PublishMany {
+                stored,
+                failed,
+                source,
+            }),
         }
-        Ok(notifications)
     }
 
     /// Marks one notification read and tells the user's other tabs.
@@ -314,6 +423,19 @@ impl Notifier {
                 source,
             })
     }
+}
+
+/// What [`Notifier::publish_all`] could not publish.
+enum Failure {
+    One {
+        event: Event,
+        source: HubError,
+    },
+    Many {
+        stored: Vec<Event>,
+        failed: Vec<usize>,
+        source: HubError,
+    },
 }
 
 fn created(change: &Change) -> Result<Notification, NotifyError> {

@@ -141,7 +141,18 @@ impl From<NotifyError> for ApiError {
                 tracing::warn!(id = event.id().unwrap_or_default(), %source, "stored but not delivered live");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "stored, but live delivery is unavailable; clients receive it when they reconnect",
+                    "stored, but live delivery is unavailable; streams receive it from the log",
+                )
+            }
+            NotifyError::PublishMany {
+                stored,
+                failed,
+                source,
+            } => {
+                tracing::warn!(stored = stored.len(), failed = failed.len(), %source, "stored but not all delivered live");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "stored, but live delivery is unavailable; streams receive them from the log",
                 )
             }
             other => {

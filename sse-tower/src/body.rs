@@ -132,7 +132,12 @@ impl SseBody {
         let now = Instant::now();
         let config = &shared.config;
         let next_heartbeat = config.heartbeat.map(|every| now + every);
-        let deadline = config.max_lifetime.map(|lifetime| now + lifetime);
+        let deadline = config.max_lifetime.map(|lifetime| {
+            // Up to a tenth earlier, per stream: streams opened together
+            // (a node's restart) end spread out.
+            let key = subscription.as_ref().map(|s| s.id().get());
+            now + shared.jittered_lifetime(lifetime, key)
+        });
         // A wall-clock expiry becomes an instant on the stream's clock; one
         // already past (authenticated a moment ago) ends the stream at once.
         let expiry = principal.expires_at().map(|at| {
@@ -388,6 +393,14 @@ impl StreamState {
                     continue;
                 }
                 self.watermark = cursor;
+                if let Some(revocation) = event.revocation() {
+                    // A record for streams, never sent to a client.
+                    if revocation.ends(self.principal.session()) {
+                        self.close(DisconnectCause::Disconnected, None);
+                        return None;
+                    }
+                    continue;
+                }
             }
             self.delivered += 1;
             if self.shared.config.idle_timeout.is_some() {
@@ -463,6 +476,7 @@ impl StreamState {
             watermark,
             replayed,
             reset,
+            revoked,
             ..
         } = caught_up;
         if reset
@@ -483,6 +497,11 @@ impl StreamState {
                 "caught up from the log after the hub missed events"
             )
         });
+        if revoked {
+            // Revoked while this stream was open: it ends after what it
+            // was sent up to here.
+            self.close(DisconnectCause::Disconnected, None);
+        }
     }
 
     /// Decides to end: `retry` (if any) is sent after what is pending.

@@ -23,7 +23,7 @@ use crate::presence::PresenceAudiences;
 /// | [`queue_capacity`](Self::queue_capacity) | 256 events |
 /// | [`replay_limit`](Self::replay_limit) | 1,000 events |
 /// | [`idle_timeout`](Self::idle_timeout) | off |
-/// | [`max_lifetime`](Self::max_lifetime) | off |
+/// | [`max_lifetime`](Self::max_lifetime) | 1 hour (less up to 10 %, per stream) |
 /// | [`allowed_origins`](Self::allowed_origins) | any |
 /// | [`last_event_id_query`](Self::last_event_id_query) | `lastEventId` |
 /// | [`poll_query`](Self::poll_query) | `poll` |
@@ -88,7 +88,7 @@ impl Default for Config {
             queue_capacity: 256,
             replay_limit: 1_000,
             idle_timeout: None,
-            max_lifetime: None,
+            max_lifetime: Some(Duration::from_secs(3_600)),
             allowed_origins: None,
             last_event_id_query: Some("lastEventId".to_owned()),
             poll_query: Some("poll".to_owned()),
@@ -229,10 +229,22 @@ impl SseServiceBuilder {
         self
     }
 
-    /// Closes every stream after this long (with a `retry:` hint); clients
-    /// reconnect and replay. Useful to rebalance connections across nodes.
+    /// Closes every stream after this long, less up to a tenth drawn per
+    /// stream (so streams opened together do not come back together), with
+    /// a jittered `retry:` hint; clients reconnect, authenticate again and
+    /// replay. Default one hour: it bounds how long a stream outlives
+    /// credentials that were withdrawn without a
+    /// [revocation](sse_core::Notifier::revoke) (a session store emptied by
+    /// a restart, a user disabled in the app's database), and rebalances
+    /// connections across nodes.
     pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
         self.config.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Streams live until the client or the server ends them.
+    pub fn without_max_lifetime(mut self) -> Self {
+        self.config.max_lifetime = None;
         self
     }
 

@@ -56,6 +56,10 @@ pub(crate) struct CatchUp {
     pub(crate) replayed: u64,
     /// Whether a `reset` was sent instead.
     pub(crate) reset: bool,
+    /// Whether the events caught up hold a revocation of the principal's
+    /// session (see `sse_core::revocation`): a stream that was open before
+    /// it ends; one opening now authenticated after it.
+    pub(crate) revoked: bool,
 }
 
 /// Asks the log what a client at `position` missed.
@@ -81,6 +85,7 @@ pub(crate) async fn catch_up(
                 start: head,
                 replayed: 0,
                 reset: false,
+                revoked: false,
             });
         }
         Position::Invalid => {
@@ -95,13 +100,26 @@ pub(crate) async fn catch_up(
             reset(head, "replay-limit")
         }
         Replay::Events { events, head } => {
-            let frames: Vec<Bytes> = events.into_iter().map(Event::into_frame).collect();
+            // Revocations are records for streams, never sent to clients.
+            let mut revoked = false;
+            let frames: Vec<Bytes> = events
+                .into_iter()
+                .filter(|event| match event.revocation() {
+                    Some(revocation) => {
+                        revoked |= revocation.ends(principal.session());
+                        false
+                    }
+                    None => true,
+                })
+                .map(Event::into_frame)
+                .collect();
             Ok(CatchUp {
                 replayed: frames.len() as u64,
                 frames,
                 watermark: head,
                 start: after,
                 reset: false,
+                revoked,
             })
         }
         Replay::HistoryGone { head } => reset(head, "history-gone"),
@@ -121,6 +139,7 @@ fn reset(head: Cursor, reason: &'static str) -> Result<CatchUp, StoreError> {
         start: head,
         replayed: 0,
         reset: true,
+        revoked: false,
     })
 }
 

@@ -104,6 +104,14 @@ impl Shared {
         Event::retry_hint(range.start + Duration::from_millis(offset)).into_frame()
     }
 
+    /// A stream's lifetime: `lifetime`, less up to a tenth drawn from the
+    /// stream's id.
+    pub(crate) fn jittered_lifetime(&self, lifetime: Duration, id: Option<u128>) -> Duration {
+        let tenth = lifetime / 10;
+        let span = u64::try_from(tenth.as_millis()).unwrap_or(u64::MAX).max(1);
+        lifetime - Duration::from_millis(self.jitter.hash_one(id) % span).min(tenth)
+    }
+
     /// The `retry:` hint of a stream whose credentials expired: within a
     /// second (clients come back and authenticate again), spread so that
     /// tokens issued together do not reconnect together.

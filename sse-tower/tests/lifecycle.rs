@@ -164,6 +164,59 @@ async fn disconnecting_a_session_ends_only_its_streams() {
 }
 
 #[tokio::test]
+async fn revoking_a_session_ends_only_its_streams_and_is_never_sent() {
+    let f = start(|b| b).await;
+    let mut first_session = f.open("alice").await;
+    let mut second_session = f.open("alice-2").await;
+    let notifier = f.sse.notifier();
+    notifier
+        .revoke(&"alice".into(), Some(&"alice".into()))
+        .await
+        .unwrap();
+    assert!(
+        first_session.wait_for_end(SECOND).await.unwrap(),
+        "the revoked session's stream stayed open"
+    );
+    f.notify("alice", "after logout").await;
+    let event = second_session.next_event(SECOND).await.unwrap();
+    assert!(
+        event.data.contains("after logout"),
+        "the revocation record reached a client: {event:?}"
+    );
+    // Reconnecting from before the revocation replays past it: the new
+    // stream authenticated after it, so it stays open, and the record is
+    // not sent.
+    let head = sse_core::EventLog::head(&f.store).await.unwrap();
+    let before = head.epoch().at(0);
+    let mut again = f
+        .open_with(
+            f.request("alice")
+                .header("last-event-id", before.to_string()),
+        )
+        .await;
+    let replayed = again.next_event(SECOND).await.unwrap();
+    assert!(replayed.data.contains("after logout"), "{replayed:?}");
+    assert!(
+        !again
+            .wait_for_end(Duration::from_millis(300))
+            .await
+            .unwrap()
+    );
+    // Revoking every session of the user ends the rest.
+    notifier.revoke(&"alice".into(), None).await.unwrap();
+    assert!(second_session.wait_for_end(SECOND).await.unwrap());
+    assert!(again.wait_for_end(SECOND).await.unwrap());
+    assert!(
+        Event::builder()
+            .event(sse_core::revocation::REVOCATION_EVENT)
+            .data("{}")
+            .build()
+            .is_err(),
+        "an app may not write revocation records by hand"
+    );
+}
+
+#[tokio::test]
 async fn max_lifetime_ends_the_stream_with_a_retry() {
     let f = start(|b| {
         b.max_lifetime(Duration::from_millis(200))
@@ -179,6 +232,27 @@ async fn max_lifetime_ends_the_stream_with_a_retry() {
     assert!(stream.wait_for_end(SECOND).await.unwrap());
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(f.sse.metrics().disconnects(DisconnectCause::MaxLifetime), 1);
+}
+
+#[tokio::test]
+async fn streams_opened_together_reach_their_max_lifetime_spread_out() {
+    let f = start(|b| b.max_lifetime(Duration::from_secs(1))).await;
+    let mut streams = Vec::new();
+    for _ in 0..12 {
+        streams.push(f.open("bob").await);
+    }
+    let opened = Instant::now();
+    let mut ends = Vec::new();
+    for stream in &mut streams {
+        assert!(stream.wait_for_end(2 * SECOND).await.unwrap());
+        ends.push(opened.elapsed());
+    }
+    let (first, last) = (ends.iter().min().unwrap(), ends.iter().max().unwrap());
+    assert!(*first >= Duration::from_millis(850), "{ends:?}");
+    assert!(
+        *last - *first >= Duration::from_millis(20),
+        "every stream ended at once: {ends:?}"
+    );
 }
 
 #[tokio::test]

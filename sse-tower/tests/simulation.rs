@@ -9,8 +9,10 @@
 //! Each run checks, once the faults stop and the system settles: every
 //! durable event each client should see arrived exactly once, in log
 //! order, across all its reconnects; no event reached a client it was not
-//! addressed to; and once every client is gone, every node holds nothing
-//! for them (no subscription, route or presence).
+//! addressed to; a session revoked (from a node that may be cut off) ended
+//! its open stream within a bound of the revocation reaching its node; and
+//! once every client is gone, every node holds nothing for them (no
+//! subscription, route or presence).
 //!
 //! `SIM_SEEDS=N` runs N seeds (default 1,000); `SIM_SEED=S` replays one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -102,6 +104,8 @@ struct Record {
     strays: Vec<String>,
     resets: usize,
     connections: usize,
+    /// When the server ended one of its streams.
+    ended: Vec<tokio::time::Instant>,
 }
 
 async fn start_node(world: &World) -> Node {
@@ -194,7 +198,14 @@ async fn client(
                 () = &mut deadline => break false,
                 () = &mut stopped => break true,
             };
-            let Some(Ok(frame)) = frame else { break false };
+            let Some(Ok(frame)) = frame else {
+                record
+                    .lock()
+                    .unwrap()
+                    .ended
+                    .push(tokio::time::Instant::now());
+                break false;
+            };
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -336,6 +347,27 @@ async fn forge(world: &World) {
     world.broker.inject(&ada, misrouted.encode());
 }
 
+/// How long after a revocation can reach a stream's node the stream ends.
+const REVOCATION_BOUND: Duration = Duration::from_secs(3);
+
+/// Revokes client 0's session from a node drawn at random (cut off or not).
+async fn revoke(world: &World) -> tokio::time::Instant {
+    let principal = principals()[0].clone();
+    let node = {
+        let nodes = world.nodes.lock().unwrap();
+        let mut rng = world.rng.lock().unwrap();
+        nodes[rng.below(nodes.len() as u64) as usize].clone()
+    };
+    let at = tokio::time::Instant::now();
+    // Stored even when the live publish fails: the log carries it.
+    let _ = node
+        .sse
+        .notifier()
+        .revoke(principal.user(), principal.session())
+        .await;
+    at
+}
+
 /// One seeded run; `Err` says what broke.
 async fn run(seed: u64) -> Result<(), String> {
     let mut rng = Rng(seed);
@@ -383,6 +415,10 @@ async fn run(seed: u64) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let publishing = tokio::spawn(publisher(world.clone(), 60));
     let cutting = tokio::spawn(chaos(world.clone(), 2));
+    // Logout of client 0's session, from a node that may be cut off: its
+    // held stream must end once the revocation can reach its node.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let revoked_at = revoke(&world).await;
     publishing.await.map_err(|e| e.to_string())?;
     cutting.await.map_err(|e| e.to_string())?;
     // Faults stop; every link is healed; the system settles.
@@ -390,7 +426,19 @@ async fn run(seed: u64) -> Result<(), String> {
     for node in 0..world.broker.nodes() {
         world.broker.heal(node);
     }
+    let healed = tokio::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(8)).await;
+    let ended = records[0].lock().unwrap().ended.clone();
+    let bound = healed.max(revoked_at) + REVOCATION_BOUND;
+    if !ended.iter().any(|at| *at >= revoked_at && *at <= bound) {
+        return Err(format!(
+            "client 0's session was revoked and its stream did not end within {REVOCATION_BOUND:?} of the revocation reaching its node (ends at {:?} after it)",
+            ended
+                .iter()
+                .map(|at| at.saturating_duration_since(revoked_at))
+                .collect::<Vec<_>>()
+        ));
+    }
     stop.cancel();
     for client in clients {
         client.await.map_err(|e| e.to_string())?;
@@ -467,7 +515,7 @@ async fn check(world: &World, records: &[Shared<Record>]) -> Result<(), String> 
         };
         let expected: Vec<u64> = all
             .iter()
-            .filter(|r| r.audience.matches(&principal))
+            .filter(|r| r.audience.matches(&principal) && r.event.revocation().is_none())
             .filter_map(|r| r.cursor().map(|c| c.position()))
             .filter(|position| *position > start.position())
             .collect();

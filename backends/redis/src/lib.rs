@@ -38,7 +38,12 @@
 //! Redis replicates asynchronously: a write a primary acknowledged just
 //! before it died may be missing on the replica that takes over. Run the
 //! store's shard with `appendfsync always` and `min-replicas-to-write 1`
-//! where that matters.
+//! where that matters. What the store does about it: the log's epoch is
+//! tied to the server's replication id, so the first write after a
+//! replica was promoted starts a new epoch. Clients that hold a position
+//! of the old one (including positions of the lost writes) get a `reset`
+//! and refetch, instead of silently skipping the new writes that would
+//! otherwise take those positions again.
 //!
 //! ```no_run
 //! use std::sync::Arc;

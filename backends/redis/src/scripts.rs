@@ -77,14 +77,31 @@ local function prune(log, pruned, head, max_events, max_age, now)
   return audiences
 end
 
+-- This server's replication id: it changes when a replica is promoted.
+local function replication_id()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+end
+
 -- Appends events (audience key and frame without its id line each) and
 -- returns the epoch, the first position, the time, and the audiences to
 -- clean after pruning.
+--
+-- A new epoch starts when the log's data set is on a server with another
+-- replication history than the one the epoch was written on: a replica
+-- promoted after the primary died (asynchronous replication may have lost
+-- the primary's last writes, and their positions would be handed out
+-- again). Every client holding a position of the old epoch then resets,
+-- instead of silently skipping the writes that took those positions.
 local function append(head, epoch_key, log, pruned, indexes, audiences, bodies, new_epoch, max_events, max_age)
   local epoch = redis.call('GET', epoch_key)
-  if not epoch then
+  local written_on = redis.call('GET', epoch_key .. ':replid')
+  local server = replication_id()
+  if not epoch or (written_on and server and written_on ~= server) then
     epoch = new_epoch
     redis.call('SET', epoch_key, epoch)
+  end
+  if server and written_on ~= server then
+    redis.call('SET', epoch_key .. ':replid', server)
   end
   local now = now_ms()
   local n = #bodies

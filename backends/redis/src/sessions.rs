@@ -138,7 +138,7 @@ impl RedisSessions {
     ///
     /// Its credential is refused from then on; to end the streams it has
     /// open on every node too, as logout does, follow with
-    /// `notifier.disconnect(&Audience::Session(id))`.
+    /// `notifier.revoke(&user, Some(&id))`.
     pub async fn revoke(&self, session: &SessionId) -> Result<bool, StoreError> {
         let key: Option<String> = self.command("GETDEL", &self.id_key(session)).await?;
         let Some(key) = key else { return Ok(false) };

@@ -85,3 +85,103 @@ async fn a_restart_while_idle_fails_no_request() {
     assert!(sessions.lookup(&credential).await.unwrap().is_some());
     assert_eq!(store.unread_count(&"bob".into()).await.unwrap(), 2);
 }
+
+/// `INFO replication`'s `master_repl_offset` of the server on `url`.
+async fn replication_offset(url: &str) -> i64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+/// The store's primary dies while its replica is behind by five
+/// acknowledged writes; the replica is promoted. Writes after the failover
+/// must not take the lost writes' positions silently: a client resuming
+/// from the last write it saw is told to reset (and refetch), never shown
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_asynchronous_failover_a_client_past_the_lost_writes_resets() {
+    use sse_core::log::Replay;
+    use sse_core::{EventLog, Principal};
+    let mut primary = RedisProcess::start().await;
+    let replica = RedisProcess::replica_of(primary.port).await;
+    let proxy = sse_conformance::proxy::TcpProxy::start(format!("127.0.0.1:{}", primary.port))
+        .await
+        .unwrap();
+    let store = RedisStore::connect(&format!("redis://{}", proxy.addr()))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        store
+            .create(NewNotification::new("ada", format!("replicated {i}")))
+            .await
+            .unwrap();
+    }
+    // The replica has those three; then it stalls while five more are
+    // acknowledged by the primary alone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replication_offset(&replica.url()).await < replication_offset(&primary.url()).await {
+        assert!(Instant::now() < deadline, "the replica never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    replica.signal("-STOP");
+    let mut last_seen = None;
+    for i in 0..5 {
+        let change = store
+            .create(NewNotification::new("ada", format!("lost {i}")))
+            .await
+            .unwrap();
+        last_seen = change.event().cursor();
+    }
+    let last_seen = last_seen.unwrap();
+    // The primary dies; the replica takes over behind the same address.
+    primary.kill();
+    replica.signal("-CONT");
+    let client = redis::Client::open(replica.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    proxy.redirect(format!("127.0.0.1:{}", replica.port));
+    proxy.cut();
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..5 {
+        loop {
+            match store
+                .create(NewNotification::new("ada", format!("after {i}")))
+                .await
+            {
+                Ok(_) => break,
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no write after the failover: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    match store
+        .since(&Principal::new("ada"), last_seen, 100)
+        .await
+        .unwrap()
+    {
+        Replay::HistoryGone { head } => assert_ne!(head.epoch(), last_seen.epoch()),
+        Replay::Events { events, .. } => panic!(
+            "a client past the lost writes was shown {} events after the failover, not a reset (the 5 new writes took reused positions)",
+            events.len()
+        ),
+    }
+}

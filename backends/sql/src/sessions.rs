@@ -106,7 +106,7 @@ impl SqlSessions {
     ///
     /// Its credential is refused from then on; to end the streams it has
     /// open on every node too, as logout does, follow with
-    /// `notifier.disconnect(&Audience::Session(id))`.
+    /// `notifier.revoke(&user, Some(&id))`.
     pub async fn revoke(&self, session: &SessionId) -> Result<bool, StoreError> {
         Ok(
             sqlx::query("DELETE FROM sse_sessions WHERE session_id = $1")

@@ -67,7 +67,7 @@ impl InMemorySessions {
     ///
     /// Its credential is refused from then on; to end the streams it has
     /// open on every node too, as logout does, follow with
-    /// `notifier.disconnect(&Audience::Session(id))`.
+    /// `notifier.revoke(&user, Some(&id))`.
     pub fn revoke(&self, session: &SessionId) -> bool {
         let mut sessions = self.write();
         let before = sessions.len();

@@ -110,10 +110,36 @@ pub struct RedisProcess {
     pub port: u16,
     dir: std::path::PathBuf,
     child: Option<std::process::Child>,
+    args: Vec<String>,
 }
 
 impl RedisProcess {
     pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// A replica of the server on `primary`'s port.
+    pub async fn replica_of(primary: u16) -> Self {
+        Self::start_with(vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.to_string(),
+        ])
+        .await
+    }
+
+    /// Stops the process (SIGSTOP) or lets it go on (SIGCONT).
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = std::process::Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill {signal} failed");
+        }
+    }
+
+    async fn start_with(args: Vec<String>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -126,6 +152,7 @@ impl RedisProcess {
             port,
             dir,
             child: None,
+            args,
         };
         process.restart().await;
         process
@@ -150,6 +177,7 @@ impl RedisProcess {
             ])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server is required for this test: {e}"));

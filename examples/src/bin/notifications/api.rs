@@ -141,19 +141,23 @@ pub(crate) async fn logout(
     let credential = sse_core::auth::cookie_value(&headers, COOKIE).map(str::to_owned);
     if let Some(credential) = credential {
         let removed = sessions.remove(&credential).await?;
-        if let Some(session) = removed.as_ref().and_then(|p| p.session()) {
-            // The session's open streams end on every node; their
-            // reconnect gets 401.
-            notifier
-                .disconnect(&Audience::Session(session.clone()))
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "ending the logged-out session's streams failed");
-                    ApiError::new(
+        if let Some(removed) = &removed
+            && let Some(session) = removed.session()
+        {
+            // The session's open streams end on every node, even one that
+            // is cut off from the hub now (the revocation is in the log);
+            // their reconnect gets 401.
+            match notifier.revoke(removed.user(), Some(session)).await {
+                Ok(()) | Err(NotifyError::Publish { .. }) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "revoking the logged-out session's streams failed");
+                    return Err(ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "logged out, but open streams could not be told",
                     )
-                })?;
+                    .into());
+                }
+            }
         }
     }
     let expired = HeaderValue::from_static("sid=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
