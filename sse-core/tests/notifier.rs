@@ -96,7 +96,7 @@ async fn a_failed_publish_still_leaves_the_change_stored() {
     assert!(
         error
             .to_string()
-            .contains("clients will receive it on replay")
+            .contains("streams receive it from the log")
     );
     let replay = store
         .since(&Principal::new("bob"), start, 10)
@@ -156,4 +156,24 @@ async fn a_notifier_without_a_store_publishes_app_events_and_refuses_inbox_calls
         notifier.publish(&Audience::session("s"), &event).await,
         Err(NotifyError::Store(_))
     ));
+}
+
+#[tokio::test]
+async fn a_batch_tries_every_publish_and_says_which_failed() {
+    let store = InMemoryStore::new();
+    let notifier = Notifier::with_store(Arc::new(store.clone()), Arc::new(DownHub));
+    let error = notifier
+        .notify_many(vec![
+            NewNotification::new("bob", "one"),
+            NewNotification::new("eve", "two"),
+            NewNotification::new("bob", "three"),
+        ])
+        .await
+        .unwrap_err();
+    let NotifyError::PublishMany { stored, failed, .. } = &error else {
+        panic!("expected a batch publish error, got {error}");
+    };
+    assert_eq!(stored.len(), 3);
+    assert_eq!(failed, &[0, 1, 2], "every publish was tried");
+    assert!(error.to_string().contains("failed for 3 of them"));
 }

@@ -242,10 +242,18 @@ async fn streams_opened_together_reach_their_max_lifetime_spread_out() {
         streams.push(f.open("bob").await);
     }
     let opened = Instant::now();
+    let waiting: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                assert!(stream.wait_for_end(2 * SECOND).await.unwrap());
+                opened.elapsed()
+            })
+        })
+        .collect();
     let mut ends = Vec::new();
-    for stream in &mut streams {
-        assert!(stream.wait_for_end(2 * SECOND).await.unwrap());
-        ends.push(opened.elapsed());
+    for end in waiting {
+        ends.push(end.await.unwrap());
     }
     let (first, last) = (ends.iter().min().unwrap(), ends.iter().max().unwrap());
     assert!(*first >= Duration::from_millis(850), "{ends:?}");
