@@ -33,11 +33,22 @@ use crate::{ConnectionId, Event};
 ///   ring, which checks its readers' positions every half of the
 ///   smallest capacity among them, in events; either way the [`on_lagged`](Subscription::on_lagged) hook
 ///   runs at that moment.
-/// - **Ordered.** Events from one publisher arrive in the order published,
-///   whatever audiences they went to: every publish is numbered before it
-///   is pushed anywhere, and a receive takes the smallest number among the
-///   queue and the rings (the argument is in the hub's `ring` module).
-///   Events of concurrent publishers interleave in some order.
+/// - **Ordered**, exactly as follows:
+///   - Durable events (those with a log position) arrive in position
+///     order, each once, on every node (the hub's sequencer holds one back
+///     until every position below it was delivered).
+///   - Events one publisher hands to one [`InMemoryHub`](crate::InMemoryHub)
+///     arrive in the order it handed them over, whatever audiences they went
+///     to: every publish is numbered before it is pushed anywhere, and a
+///     receive takes the smallest number among the queue and the rings (the
+///     argument is in the hub's `ring` module). Across nodes, ephemeral
+///     events keep one publisher's order when the broker delivers in order
+///     on one connection (one Redis, NATS, PostgreSQL); on a Redis Cluster
+///     two ephemeral events to audiences on different shards may arrive in
+///     either order.
+///   - A durable event held back for a missing position below it may be
+///     overtaken by an ephemeral event published after it.
+///   - Events of concurrent publishers interleave in some order.
 /// - **Conflated.** An event with a [conflation
 ///   key](crate::EventBuilder::conflate) removes the undelivered event with
 ///   the same key from the queue, then is queued at the back. What a
