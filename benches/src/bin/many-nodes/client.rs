@@ -3,9 +3,11 @@
 //! live node, as a least-connections balancer would send them), and
 //! answers the orchestrator's commands on stdin with one JSON line each.
 //!
-//! Commands: `stats`, `down K`, `up K`, `verify PATH` (then `PATH` holds
-//! one `USER_INDEX NOTIFICATION_ID` line per notification sent, and the
-//! first line is the number of broadcasts) and `quit`.
+//! Commands: `stats`, `down K`, `up K`, `logout USER_INDEX` (the user's
+//! session is logged out at a live node; its tabs must end, and stop on
+//! the `401` of their reconnect), `verify PATH` (then `PATH` holds one
+//! `USER_INDEX NOTIFICATION_ID` line per notification sent, and the first
+//! line is the number of broadcasts) and `quit`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -55,6 +57,8 @@ struct Seen {
 struct Tab {
     user: u32,
     seen: Mutex<Seen>,
+    /// Whether it holds an open stream now.
+    streaming: AtomicBool,
 }
 
 struct Shared {
@@ -69,6 +73,10 @@ struct Shared {
     broadcasts: AtomicU64,
     targeted_latency_us: Mutex<Vec<u32>>,
     broadcast_latency_us: Mutex<Vec<u32>>,
+    /// Each user's session cookie.
+    cookies: Mutex<HashMap<u32, Arc<str>>>,
+    /// Users logged out: their tabs stop once refused.
+    logged_out: Mutex<HashSet<u32>>,
 }
 
 /// A poisoned lock still holds what was recorded: a panicking tab task
@@ -100,6 +108,8 @@ pub(crate) async fn run(args: ClientArgs) {
         broadcasts: AtomicU64::new(0),
         targeted_latency_us: Mutex::new(Vec::new()),
         broadcast_latency_us: Mutex::new(Vec::new()),
+        cookies: Mutex::new(HashMap::new()),
+        logged_out: Mutex::new(HashSet::new()),
         args,
     });
     let cookies = login_all(&shared).await;
@@ -107,10 +117,12 @@ pub(crate) async fn run(args: ClientArgs) {
     for (offset, cookie) in cookies.into_iter().enumerate() {
         let user = shared.args.first_user + offset as u32;
         let cookie: Arc<str> = cookie.into();
+        lock(&shared.cookies).insert(user, cookie.clone());
         for tab in 0..shared.args.tabs {
             let state = Arc::new(Tab {
                 user,
                 seen: Mutex::new(Seen::default()),
+                streaming: AtomicBool::new(false),
             });
             tabs.push(state.clone());
             let node = first_node(user, tab, shared.args.tabs, nodes);
@@ -204,6 +216,7 @@ async fn hold(
         match open(addr, source, &cookie, &last_event_id).await {
             Ok((200, _, mut socket, rest)) => {
                 failures = 0;
+                tab.streaming.store(true, Ordering::Relaxed);
                 shared.connected.fetch_add(1, Ordering::Relaxed);
                 shared.connects.fetch_add(1, Ordering::Relaxed);
                 read(
@@ -215,11 +228,17 @@ async fn hold(
                     &mut retry_ms,
                 )
                 .await;
+                tab.streaming.store(false, Ordering::Relaxed);
                 shared.connected.fetch_sub(1, Ordering::Relaxed);
             }
             Ok((status, retry_after, ..)) => {
                 if status == 401 {
                     shared.unauthorized.fetch_add(1, Ordering::Relaxed);
+                    if lock(&shared.logged_out).contains(&tab.user) {
+                        // Logged out, as a browser tab shows its login.
+                        shared.load[node].fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
                 }
                 shared.refusals.fetch_add(1, Ordering::Relaxed);
                 failures += 1;
@@ -426,6 +445,7 @@ async fn commands(shared: Arc<Shared>, tabs: Vec<Arc<Tab>>) {
                 "unauthorized": shared.unauthorized.load(Ordering::Relaxed),
                 "broadcasts": shared.broadcasts.load(Ordering::Relaxed),
                 "load": shared.load.iter().map(|l| l.load(Ordering::Relaxed)).collect::<Vec<_>>(),
+                "logged_out_streaming": logged_out_streaming(&shared, &tabs),
             }),
             "down" | "up" => {
                 if let Some(live) = argument
@@ -437,6 +457,7 @@ async fn commands(shared: Arc<Shared>, tabs: Vec<Arc<Tab>>) {
                 }
                 serde_json::json!({"ok": true})
             }
+            "logout" => logout(&shared, argument).await,
             "verify" => verify(&shared, &tabs, argument),
             "quit" => break,
             _ => serde_json::json!({"error": format!("unknown command {command:?}")}),
@@ -447,6 +468,35 @@ async fn commands(shared: Arc<Shared>, tabs: Vec<Arc<Tab>>) {
             break;
         }
     }
+}
+
+/// Tabs of logged-out users that still hold a stream.
+fn logged_out_streaming(shared: &Shared, tabs: &[Arc<Tab>]) -> usize {
+    let out = lock(&shared.logged_out).clone();
+    tabs.iter()
+        .filter(|t| out.contains(&t.user) && t.streaming.load(Ordering::Relaxed))
+        .count()
+}
+
+/// Logs `user` out at a live node (the session is removed and revoked on
+/// every node); the answer carries the status.
+async fn logout(shared: &Shared, user: &str) -> serde_json::Value {
+    let Ok(user) = user.parse::<u32>() else {
+        return serde_json::json!({"error": "logout takes a user index"});
+    };
+    let Some(cookie) = lock(&shared.cookies).get(&user).cloned() else {
+        return serde_json::json!({"error": "not a user of this client"});
+    };
+    lock(&shared.logged_out).insert(user);
+    let live = (0..shared.live.len()).find(|&k| shared.live[k].load(Ordering::Relaxed));
+    let node = shared.args.nodes[live.unwrap_or(0)];
+    let status = Request::new("POST", "/api/logout")
+        .header("cookie", &*cookie)
+        .header("origin", format!("http://{node}"))
+        .send(&node.to_string())
+        .await
+        .map_or(0, |response| response.status());
+    serde_json::json!({"status": status})
 }
 
 /// Compares what each tab saw with what was sent: lost, duplicated, out

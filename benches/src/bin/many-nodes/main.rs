@@ -31,6 +31,7 @@
 //! Figures are printed as Markdown and written as JSON (`--out`).
 
 mod client;
+mod faults;
 mod procs;
 mod wire;
 
@@ -69,7 +70,7 @@ enum Sub {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-struct Plan {
+pub(crate) struct Plan {
     /// Hub engines to run, side by side.
     #[arg(long, value_delimiter = ',', default_value = "redis,postgres,nats")]
     engines: Vec<String>,
@@ -98,6 +99,13 @@ struct Plan {
     /// A small run for CI: 3 nodes x 60 streams, a few seconds per engine.
     #[arg(long)]
     quick: bool,
+    /// Run the fault harness instead of the rolling restarts: brokers of
+    /// the run's own, and each fault of `faults.rs` injected in turn.
+    #[arg(long)]
+    faults: bool,
+    /// How long each fault lasts, in seconds.
+    #[arg(long, default_value_t = 4.0)]
+    fault_secs: f64,
     /// The notifications server binary (default: beside this one).
     #[arg(long)]
     server: Option<PathBuf>,
@@ -115,6 +123,7 @@ impl Plan {
             self.latency_posts = 20;
             self.broadcasts = 3;
             self.send_rate = 50;
+            self.fault_secs = self.fault_secs.min(2.0);
         }
     }
 
@@ -149,6 +158,7 @@ struct EngineResult {
     store_cpu_per_broadcast_ms: f64,
     restart: Vec<Cycle>,
     kill: Vec<Cycle>,
+    faults: Vec<faults::FaultResult>,
     sent: usize,
     /// Sends refused with `503` and tried again.
     send_refused: u64,
@@ -350,10 +360,20 @@ async fn run_engine(
     let log_dir =
         std::env::temp_dir().join(format!("sse-many-nodes-{}-{engine}", std::process::id()));
     std::fs::create_dir_all(&log_dir).map_err(|e| e.to_string())?;
+    let mut broker = if plan.faults {
+        Some(faults::Broker::start(engine, plan.nodes, &store).await?)
+    } else {
+        None
+    };
+    let hubs = match &broker {
+        Some(broker) => (0..plan.nodes).map(|k| broker.url(k)).collect(),
+        None => Vec::new(),
+    };
     let config = NodeConfig {
         server: server.to_owned(),
         store,
         hub,
+        hubs,
         hub_prefix: format!("mn{}", std::process::id()),
         admin_token: ADMIN_TOKEN.to_owned(),
         log_dir: log_dir.clone(),
@@ -487,6 +507,10 @@ async fn run_engine(
     let stable: Arc<Vec<AtomicBool>> =
         Arc::new((0..plan.nodes).map(|_| AtomicBool::new(true)).collect());
     let stop_sending = Arc::new(AtomicBool::new(false));
+    let pause_sending = Arc::new(AtomicBool::new(false));
+    let excluded = Arc::new(std::sync::Mutex::new(
+        std::collections::HashSet::<u32>::new(),
+    ));
     let send_task = {
         let (stable, stop, sent, addrs, sender) = (
             stable.clone(),
@@ -495,6 +519,7 @@ async fn run_engine(
             addrs.clone(),
             sender.clone(),
         );
+        let (paused, excluded) = (pause_sending.clone(), excluded.clone());
         let users = plan.users();
         let every = Duration::from_secs_f64(1.0 / f64::from(plan.send_rate.max(1)));
         tokio::spawn(async move {
@@ -506,6 +531,10 @@ async fn run_engine(
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 let user = rng.below(u64::from(users)) as u32;
+                let skip = excluded.lock().map(|e| e.contains(&user)).unwrap_or(false);
+                if paused.load(Ordering::Relaxed) || skip {
+                    continue;
+                }
                 // As a client would: a 503 (refused before anything was
                 // stored, e.g. while a reconnect storm holds the session
                 // store) is tried again; an answer that never came may or
@@ -542,7 +571,31 @@ async fn run_engine(
     };
     let mut restart = Vec::new();
     let mut kill = Vec::new();
-    for graceful in [true, false] {
+    let mut fault_results = Vec::new();
+    if let Some(broker) = &mut broker {
+        let run = faults::FaultRun {
+            plan,
+            addrs: &addrs,
+            clients: &clients,
+            total,
+            sent: &sent,
+            sender: &sender,
+            paused: &pause_sending,
+            excluded: &excluded,
+            log_dir: &log_dir,
+        };
+        for fault in faults::faults_of(engine) {
+            let result = run.one(broker, fault).await?;
+            eprintln!("{engine}: {result:?}");
+            fault_results.push(result);
+        }
+    }
+    let cycles = if plan.faults {
+        vec![]
+    } else {
+        vec![true, false]
+    };
+    for graceful in cycles {
         for k in 0..plan.nodes {
             stable[k].store(false, Ordering::Relaxed);
             let (_, connects_before, _) = totals(&clients).await?;
@@ -615,6 +668,7 @@ async fn run_engine(
         store_cpu_per_broadcast_ms,
         restart,
         kill,
+        faults: fault_results,
         sent: sent.len(),
         send_refused,
         send_ambiguous,
@@ -711,7 +765,40 @@ fn ms(us: u32) -> String {
     format!("{:.2}", f64::from(us) / 1000.0)
 }
 
+/// The fault harness's table: engine by fault.
+fn print_faults(results: &[EngineResult]) {
+    if results.iter().all(|r| r.faults.is_empty()) {
+        return;
+    }
+    println!(
+        "| hub | fault | lasted | every stream back after | everything delivered after | lost | duplicated | out of order | leaked | revoked but streaming |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for r in results {
+        for f in &r.faults {
+            let back = f.streams_back_ms.map_or("not all".to_owned(), |ms| {
+                format!("{:.1} s", ms as f64 / 1000.0)
+            });
+            println!(
+                "| {} | {} | {:.1} s | {} | {:.1} s | {} | {} | {} | {} | {} |",
+                r.engine,
+                f.fault,
+                f.lasted_ms as f64 / 1000.0,
+                back,
+                f.settled_ms as f64 / 1000.0,
+                f.lost,
+                f.duplicated,
+                f.out_of_order,
+                f.leaked,
+                f.revoked_streaming
+            );
+        }
+    }
+    println!();
+}
+
 fn print_markdown(results: &[EngineResult]) {
+    print_faults(results);
     println!(
         "| hub | streams | connect all | RSS per stream per node | targeted p50 / p99 / p99.9 / max | broadcast p50 / p99 / p99.9 / max | node CPU per broadcast delivery | broker CPU per broadcast |"
     );

@@ -15,6 +15,9 @@ pub(crate) struct NodeConfig {
     pub(crate) server: PathBuf,
     pub(crate) store: String,
     pub(crate) hub: String,
+    /// Each node's own hub URL (through its proxy, in a fault run); `hub`
+    /// for a node without one.
+    pub(crate) hubs: Vec<String>,
     pub(crate) hub_prefix: String,
     pub(crate) admin_token: String,
     pub(crate) log_dir: PathBuf,
@@ -55,7 +58,7 @@ impl Node {
                 "--store",
                 &config.store,
                 "--hub",
-                &config.hub,
+                config.hubs.get(self.index).unwrap_or(&config.hub),
                 "--hub-prefix",
                 &config.hub_prefix,
                 "--admin-token",
