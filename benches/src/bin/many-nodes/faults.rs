@@ -426,6 +426,10 @@ impl FaultRun<'_> {
         }
         let lasted_ms = started.elapsed().as_millis() as u64;
         let healed = std::time::Instant::now();
+        // What the fault must not lose: everything acknowledged until it
+        // healed. (Sends after it are in flight at every count; the next
+        // fault and the final tally check them.)
+        let owed = self.sent.lock().map_err(|e| e.to_string())?.len();
         // Every stream back (less a logged-out user's tabs).
         let logged_out = self.excluded.lock().map_err(|e| e.to_string())?.len() as u64;
         let want = self.total - logged_out * u64::from(self.plan.tabs);
@@ -440,11 +444,11 @@ impl FaultRun<'_> {
         }
         self.paused.store(false, Ordering::Relaxed);
         // Counts once nothing more arrives (or after 30 s).
-        let mut counts = self.counts().await?;
+        let mut counts = self.counts(owed).await?;
         let settling = std::time::Instant::now();
         while counts.lost > 0 && settling.elapsed() < Duration::from_secs(30) {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            counts = self.counts().await?;
+            counts = self.counts(owed).await?;
         }
         let settled_ms = healed.elapsed().as_millis() as u64;
         let mut revoked_streaming = self.revoked_streaming().await?;
@@ -482,11 +486,17 @@ impl FaultRun<'_> {
         Ok(sum)
     }
 
-    /// Every tab's record against everything acknowledged so far.
-    async fn counts(&self) -> Result<Counts, String> {
+    /// Every tab's record against the first `owed` acknowledged sends.
+    async fn counts(&self, owed: usize) -> Result<Counts, String> {
         let path = self.log_dir.join("sent-so-far.txt");
         let mut text = format!("{}\n", self.plan.broadcasts);
-        for (user, id) in self.sent.lock().map_err(|e| e.to_string())?.iter() {
+        for (user, id) in self
+            .sent
+            .lock()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .take(owed)
+        {
             text.push_str(&format!("{user} {id}\n"));
         }
         std::fs::write(&path, text).map_err(|e| e.to_string())?;
