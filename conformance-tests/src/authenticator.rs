@@ -482,3 +482,245 @@ async fn concurrent_calls_stay_consistent<A: SessionAuthenticator>(
     }
     Ok(())
 }
+
+/// How to make tokens for the token checks ([`run_tokens`]): sign claims
+/// with your key, and put a token in a request the way your clients do.
+pub struct Tokens<M, R> {
+    /// Signs `claims` (a JSON object) with the key your authenticator
+    /// trusts.
+    pub mint: M,
+    /// A request carrying `token` (in `Authorization`, a cookie, ...).
+    pub request: R,
+    /// The `aud` your authenticator requires, if it is configured with one.
+    pub audience: Option<String>,
+    /// The `iss` it requires, if configured.
+    pub issuer: Option<String>,
+}
+
+/// Runs the checks of a token authenticator's claims (a JWT one, yours or
+/// `sse_core::JwtAuthenticator`) and panics with the
+/// table if any failed:
+///
+/// - a good token authenticates its `sub`, and expires at its `exp`;
+/// - with an audience or issuer configured, a token without `aud` (or
+///   `iss`) is refused: the identity provider mints tokens for other
+///   services too;
+/// - an `exp` that cannot be read as whole seconds (RFC 7519 allows a
+///   fractional NumericDate) is refused or read as an expiry no later than
+///   it; never as none;
+/// - a future `nbf` is refused;
+/// - an `exp` near `i64::MAX` is a `401`, not a panic;
+/// - a `sub` holding CR, LF or NUL is refused.
+pub async fn run_tokens<A, M, R>(authenticator: Arc<A>, tokens: Tokens<M, R>)
+where
+    A: SessionAuthenticator,
+    M: Fn(&serde_json::Value) -> String + Send + Sync + 'static,
+    R: Fn(&str) -> ValidRequest + Send + Sync + 'static,
+{
+    check_tokens(authenticator, tokens).await.assert_passed();
+}
+
+/// Runs the token checks and returns the report.
+pub async fn check_tokens<A, M, R>(authenticator: Arc<A>, tokens: Tokens<M, R>) -> Report
+where
+    A: SessionAuthenticator,
+    M: Fn(&serde_json::Value) -> String + Send + Sync + 'static,
+    R: Fn(&str) -> ValidRequest + Send + Sync + 'static,
+{
+    let mut report = Report::default();
+    let shared = Arc::new(tokens);
+    macro_rules! checks {
+        ($($name:ident),* $(,)?) => {$(
+            let (auth, tokens) = (authenticator.clone(), shared.clone());
+            report.run(concat!("authenticator::tokens::", stringify!($name)), CHECK_TIMEOUT, || $name(auth, tokens)).await;
+        )*};
+    }
+    checks!(
+        a_good_token_yields_its_sub_and_expires_at_its_exp,
+        configured_audience_and_issuer_are_required,
+        an_unreadable_exp_never_means_no_expiry,
+        a_future_nbf_is_refused,
+        an_exp_out_of_range_is_a_401,
+        a_sub_with_a_line_break_or_nul_is_refused,
+    );
+    report
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl<M, R> Tokens<M, R>
+where
+    M: Fn(&serde_json::Value) -> String,
+    R: Fn(&str) -> ValidRequest,
+{
+    /// Good claims for `sub`, expiring `exp`, with `aud` and `iss` if
+    /// configured.
+    fn claims(&self, sub: &str, exp: serde_json::Value) -> serde_json::Value {
+        let mut claims = serde_json::json!({"sub": sub, "exp": exp});
+        if let Some(aud) = &self.audience {
+            claims["aud"] = aud.clone().into();
+        }
+        if let Some(iss) = &self.issuer {
+            claims["iss"] = iss.clone().into();
+        }
+        claims
+    }
+
+    fn request(&self, claims: &serde_json::Value) -> ValidRequest {
+        (self.request)(&(self.mint)(claims))
+    }
+}
+
+async fn a_good_token_yields_its_sub_and_expires_at_its_exp<A, M, R>(
+    auth: Arc<A>,
+    tokens: Arc<Tokens<M, R>>,
+) -> Result<(), String>
+where
+    A: SessionAuthenticator,
+    M: Fn(&serde_json::Value) -> String,
+    R: Fn(&str) -> ValidRequest,
+{
+    let exp = now_secs() + 600;
+    let request = tokens.request(&tokens.claims("alice", exp.into()));
+    match authenticate(&auth, request.parts()?).await? {
+        Ok(principal) => {
+            ensure!(
+                principal.user().as_str() == "alice",
+                "authenticated as {:?}",
+                principal.user()
+            );
+            let expires = principal
+                .expires_at()
+                .ok_or("the principal has no expiry: its streams would outlive the token")?;
+            let latest = std::time::UNIX_EPOCH + Duration::from_secs(exp + 60);
+            ensure!(
+                expires <= latest,
+                "the principal expires after the token's exp"
+            );
+            Ok(())
+        }
+        Err(rejection) => Err(format!("a good token was refused: {rejection}")),
+    }
+}
+
+async fn configured_audience_and_issuer_are_required<A, M, R>(
+    auth: Arc<A>,
+    tokens: Arc<Tokens<M, R>>,
+) -> Result<(), String>
+where
+    A: SessionAuthenticator,
+    M: Fn(&serde_json::Value) -> String,
+    R: Fn(&str) -> ValidRequest,
+{
+    let exp = now_secs() + 600;
+    for (claim, configured) in [("aud", &tokens.audience), ("iss", &tokens.issuer)] {
+        if configured.is_none() {
+            continue;
+        }
+        let mut claims = tokens.claims("alice", exp.into());
+        if let Some(object) = claims.as_object_mut() {
+            object.remove(claim);
+        }
+        expect_401(
+            &auth,
+            &tokens.request(&claims),
+            &format!("a token without {claim}"),
+        )
+        .await?;
+        let mut other = tokens.claims("alice", exp.into());
+        other[claim] = "https://another-service.example".into();
+        expect_401(
+            &auth,
+            &tokens.request(&other),
+            &format!("a token with another {claim}"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn an_unreadable_exp_never_means_no_expiry<A, M, R>(
+    auth: Arc<A>,
+    tokens: Arc<Tokens<M, R>>,
+) -> Result<(), String>
+where
+    A: SessionAuthenticator,
+    M: Fn(&serde_json::Value) -> String,
+    R: Fn(&str) -> ValidRequest,
+{
+    let exp = now_secs() as f64 + 60.5;
+    let request = tokens.request(&tokens.claims("alice", exp.into()));
+    if let Ok(principal) = authenticate(&auth, request.parts()?).await? {
+        let expires = principal.expires_at().ok_or(
+            "a token with a fractional exp authenticated with no expiry: its streams outlive it",
+        )?;
+        let latest = std::time::UNIX_EPOCH + Duration::from_secs_f64(exp + 60.0);
+        ensure!(
+            expires <= latest,
+            "a fractional exp was read as a later expiry"
+        );
+    }
+    let text = tokens.request(&tokens.claims("alice", "tomorrow".into()));
+    expect_401(&auth, &text, "a token whose exp is a string").await
+}
+
+async fn a_future_nbf_is_refused<A, M, R>(
+    auth: Arc<A>,
+    tokens: Arc<Tokens<M, R>>,
+) -> Result<(), String>
+where
+    A: SessionAuthenticator,
+    M: Fn(&serde_json::Value) -> String,
+    R: Fn(&str) -> ValidRequest,
+{
+    let mut claims = tokens.claims("alice", (now_secs() + 7_200).into());
+    claims["nbf"] = (now_secs() + 3_600).into();
+    expect_401(
+        &auth,
+        &tokens.request(&claims),
+        "a token not valid for an hour (nbf)",
+    )
+    .await
+}
+
+async fn an_exp_out_of_range_is_a_401<A, M, R>(
+    auth: Arc<A>,
+    tokens: Arc<Tokens<M, R>>,
+) -> Result<(), String>
+where
+    A: SessionAuthenticator,
+    M: Fn(&serde_json::Value) -> String,
+    R: Fn(&str) -> ValidRequest,
+{
+    for exp in [serde_json::Value::from(i64::MAX), u64::MAX.into()] {
+        let request = tokens.request(&tokens.claims("alice", exp.clone()));
+        if let Ok(principal) = authenticate(&auth, request.parts()?).await? {
+            ensure!(
+                principal.expires_at().is_some(),
+                "a token with exp {exp} authenticated with no expiry"
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn a_sub_with_a_line_break_or_nul_is_refused<A, M, R>(
+    auth: Arc<A>,
+    tokens: Arc<Tokens<M, R>>,
+) -> Result<(), String>
+where
+    A: SessionAuthenticator,
+    M: Fn(&serde_json::Value) -> String,
+    R: Fn(&str) -> ValidRequest,
+{
+    let exp = now_secs() + 600;
+    for sub in ["alice\ndata: evil", "alice\r", "alice\0"] {
+        let request = tokens.request(&tokens.claims(sub, exp.into()));
+        expect_401(&auth, &request, &format!("a token whose sub is {sub:?}")).await?;
+    }
+    Ok(())
+}

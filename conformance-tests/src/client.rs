@@ -98,13 +98,17 @@ impl Request {
         self
     }
 
-    /// The request as bytes on the wire.
+    /// The request as bytes on the wire, with `Host: host` unless a `Host`
+    /// header was added.
     pub fn to_bytes(&self, host: &str) -> Vec<u8> {
-        let mut out = format!(
-            "{} {} HTTP/1.1\r\nhost: {host}\r\n",
-            self.method, self.target
-        )
-        .into_bytes();
+        let mut out = format!("{} {} HTTP/1.1\r\n", self.method, self.target).into_bytes();
+        if !self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            out.extend_from_slice(format!("host: {host}\r\n").as_bytes());
+        }
         for (name, value) in &self.headers {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");

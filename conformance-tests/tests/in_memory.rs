@@ -71,7 +71,7 @@ mod authenticators {
     async fn the_bearer_authenticator_passes_with_header_and_query() {
         let (sessions, alice, bob) = two_sessions();
         authenticator::run(
-            Arc::new(BearerTokenAuthenticator::new(sessions)),
+            Arc::new(BearerTokenAuthenticator::new(sessions).query_param("access_token")),
             vec![
                 ValidRequest::new("/events", "alice")
                     .header("authorization", format!("Bearer {alice}")),
@@ -89,7 +89,7 @@ mod authenticators {
             Principal::new("carol").with_expiry(std::time::SystemTime::UNIX_EPOCH),
         );
         let auth = CookieSessionAuthenticator::new("sid", sessions.clone())
-            .or(BearerTokenAuthenticator::new(sessions).header_only());
+            .or(BearerTokenAuthenticator::new(sessions));
         authenticator::run_with(
             Arc::new(auth),
             vec![
@@ -126,6 +126,7 @@ mod authenticators {
             encode(&Header::default(), &claims, &EncodingKey::from_secret(key)).unwrap()
         };
         let auth = JwtAuthenticator::hs256(KEY)
+            .unwrap()
             .audience(["sse"])
             .cookie("jwt")
             .query_param("access_token");
@@ -205,4 +206,30 @@ mod authenticators {
             "{report}"
         );
     }
+}
+
+#[tokio::test]
+async fn jwt_authenticator_passes_the_token_checks() {
+    use sse_conformance::authenticator::{Tokens, ValidRequest};
+    use sse_core::auth::jsonwebtoken::{EncodingKey, Header, encode};
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+    let auth = sse_core::JwtAuthenticator::hs256(KEY)
+        .unwrap()
+        .audience(["sse"])
+        .issuer(["https://auth.example"]);
+    sse_conformance::authenticator::run_tokens(
+        std::sync::Arc::new(auth),
+        Tokens {
+            mint: |claims: &serde_json::Value| {
+                encode(&Header::default(), claims, &EncodingKey::from_secret(KEY)).unwrap()
+            },
+            request: |token: &str| {
+                ValidRequest::new("/events", "alice")
+                    .header("authorization", format!("Bearer {token}"))
+            },
+            audience: Some("sse".into()),
+            issuer: Some("https://auth.example".into()),
+        },
+    )
+    .await;
 }

@@ -54,6 +54,8 @@ test('a notification sent by one user appears on the other page within 1 s, with
   const elapsed = Date.now() - sent
   assert.ok(elapsed < 1000, `appeared after ${elapsed} ms`)
   assert.equal(await alice.textContent('#badge'), '1')
+  // Who sent it, as the server recorded it.
+  assert.equal(await alice.textContent(`${item('Hello from bob')} .sender`), 'from bob')
   assert.deepEqual(requests, [], 'the page made requests instead of receiving the event on its stream')
   await shot(alice, '1-alice-received')
   await shot(bob, '1-bob-sent')

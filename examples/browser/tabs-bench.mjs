@@ -58,7 +58,7 @@ async function measure(browser, base, pid, tabs, share) {
 }
 
 const port = await freePort()
-const server = spawn(BIN, ['--addr', `127.0.0.1:${port}`, '--store', 'memory'], {stdio: ['ignore', 'pipe', 'ignore']})
+const server = spawn(BIN, ['--addr', `127.0.0.1:${port}`, '--store', 'memory', '--login-rate', '0'], {stdio: ['ignore', 'pipe', 'ignore']})
 await new Promise((resolve) => server.stdout.on('data', (c) => String(c).includes('listening') && resolve()))
 const base = `http://127.0.0.1:${port}`
 const browser = await chromium.launch({executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu']})

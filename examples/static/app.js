@@ -142,10 +142,17 @@ function renderItem(notification) {
   const href = safeUrl(notification.actionUrl)
   if (href) {
     link.href = href
-    link.textContent = href
+    // A link off this site says where it leads: any user can send one.
+    const offSite = !href.startsWith('/')
+    link.textContent = offSite ? `${href} (leaves this site: ${new URL(href).host})` : href
+    if (offSite) link.classList.add('off-site')
   } else {
     link.remove()
   }
+  // Set by the server from the sender's session, never by the sender.
+  const from = notification.data?.from
+  item.querySelector('.sender').textContent = typeof from === 'string' ? `from ${from}` : 'from the system'
+
   const time = item.querySelector('.time')
   time.dateTime = notification.createdAt
   time.textContent = new Date(notification.createdAt).toLocaleString()

@@ -139,7 +139,10 @@ async fn login_sets_a_session_cookie_and_validates_the_name() {
     assert_eq!(status, 204);
     let cookie = response.header("set-cookie").unwrap();
     assert!(cookie.starts_with("sid="), "{cookie}");
-    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+    // As long as the server keeps the session (30 days); plain http: no
+    // `Secure`.
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=2592000"] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
     }
     for bad in ["", "Alice", "a b", "ä", &"x".repeat(65), "../etc"] {
@@ -187,7 +190,6 @@ async fn every_endpoint_needs_a_session() {
         ("POST", "/api/notifications/read-all"),
         ("DELETE", "/api/notifications/1"),
         ("DELETE", "/api/notifications?read=true"),
-        ("POST", "/api/logout"),
     ] {
         let (status, body) = app.json(method, path, Some("sid=forged"), None).await;
         assert_eq!(status, 401, "{method} {path}: {body}");
@@ -420,6 +422,27 @@ async fn presence_says_who_is_online_and_members_hear_joins_and_leaves() {
     assert_eq!((status, &body["field"]), (400, &json!("user")));
     let (status, _) = app.json("GET", "/api/presence?user=erin", None, None).await;
     assert_eq!(status, 401);
+    // Presence is told only within an org: frank (globex) is online, but
+    // dana (acme) learns nothing about him, the same as about a name
+    // nobody uses; he learns nothing about acme's members; about herself,
+    // anyone may ask.
+    for (asker, about) in [(&dana, "frank"), (&dana, "nobody"), (&frank, "dana")] {
+        let path = format!("/api/presence?user={about}");
+        let (status, body) = app.json("GET", &path, Some(asker), None).await;
+        assert_eq!(status, 404, "{about}: {body}");
+        assert!(!body.to_string().contains("online"), "{body}");
+    }
+    let (status, body) = app
+        .json("GET", "/api/presence?user=frank", Some(&frank), None)
+        .await;
+    assert_eq!((status, &body["online"]), (200, &json!(true)), "{body}");
+    // Without an org, only yourself.
+    let loner = app.login("loner").await;
+    let (status, _) = app
+        .json("GET", "/api/presence?user=dana", Some(&loner), None)
+        .await;
+    assert_eq!(status, 404);
+    drop(frank_live);
 }
 
 #[tokio::test]
@@ -427,14 +450,17 @@ async fn notification_data_is_json_in_the_list_and_the_stream() {
     let app = memory_app();
     let alice = app.login("alice").await;
     let mut stream = app.stream(&alice, None).await;
-    let attached = json!({"invoice": 42, "lines": [{"sku": "a", "qty": 2}], "note": "x\ny"});
+    let sent = json!({"invoice": 42, "lines": [{"sku": "a", "qty": 2}], "note": "x\ny"});
     let (status, created) = app
         .notify(
             &alice,
-            json!({"user": "alice", "title": "Invoice paid", "data": attached}),
+            json!({"user": "alice", "title": "Invoice paid", "data": sent}),
         )
         .await;
     assert_eq!(status, 201, "{created}");
+    // The app adds who sent it.
+    let mut attached = sent.clone();
+    attached["from"] = json!("alice");
     assert_eq!(created["data"], attached);
     let event = stream.next_event(WAIT).await.unwrap();
     assert_eq!(data(&event)["notification"]["data"], attached);
@@ -449,6 +475,26 @@ async fn notification_data_is_json_in_the_list_and_the_stream() {
         )
         .await;
     assert_eq!((status, body["field"].as_str()), (400, Some("data")));
+}
+
+/// A notification says who sent it, and the sender cannot say otherwise.
+#[tokio::test]
+async fn notifications_carry_their_sender() {
+    let app = memory_app();
+    let mallory = app.login("mallory").await;
+    let bob = app.login("bob").await;
+    let (status, created) = app
+        .notify(
+            &mallory,
+            json!({"user": "bob", "title": "Your bank", "data": {"from": "bank"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["data"]["from"], "mallory");
+    let (_, list) = app
+        .json("GET", "/api/notifications", Some(&bob), None)
+        .await;
+    assert_eq!(list["items"][0]["data"]["from"], "mallory");
 }
 
 #[tokio::test]
@@ -709,6 +755,206 @@ async fn logout_ends_that_sessions_streams_only() {
     );
 }
 
+/// Logging out clears the cookie whatever it held; logging in again ends
+/// the session the request presented (and its streams).
+#[tokio::test]
+async fn logout_always_clears_the_cookie_and_login_rotates_the_session() {
+    let app = memory_app();
+    let (status, response, _) = app
+        .send(Request::new("POST", "/api/logout").header("cookie", "sid=forged"))
+        .await;
+    assert_eq!(status, 204);
+    let cleared = response.header("set-cookie").unwrap();
+    assert!(
+        cleared.starts_with("sid=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    let (status, response, _) = app.send(Request::new("POST", "/api/logout")).await;
+    assert_eq!(status, 204);
+    assert!(response.header("set-cookie").unwrap().contains("Max-Age=0"));
+
+    let old = app.login("alice").await;
+    let mut old_stream = app.stream(&old, None).await;
+    let (status, response, _) = app
+        .send(
+            Request::new("POST", "/api/login")
+                .header("content-type", "application/json")
+                .header("cookie", &old)
+                .body(json!({"user": "alice"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let fresh = response
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(fresh, old);
+    assert_eq!(
+        app.json("GET", "/api/session", Some(&old), None).await.0,
+        401
+    );
+    assert_eq!(
+        app.json("GET", "/api/session", Some(&fresh), None).await.0,
+        200
+    );
+    assert!(
+        old_stream.wait_for_end(WAIT).await.unwrap(),
+        "the replaced session's stream stayed open"
+    );
+    // A tossed cookie next to the real one does not shadow it.
+    let both = format!("sid=tossed; {fresh}");
+    assert_eq!(
+        app.json("GET", "/api/session", Some(&both), None).await.0,
+        200
+    );
+}
+
+/// One address cannot mint sessions without bound.
+#[tokio::test]
+async fn logins_are_rate_limited_per_address() {
+    let app = start(&["--store", "memory", "--login-rate", "3"]);
+    for k in 0..3 {
+        app.login(&format!("user{k}")).await;
+    }
+    let (status, response, body) = app
+        .send(
+            Request::new("POST", "/api/login")
+                .header("content-type", "application/json")
+                .body(json!({"user": "user9"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
+    let retry: u64 = response.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["error"].as_str().unwrap().contains("too many logins"));
+    // Everything but logging in goes on.
+    let cookie = format!("sid={}", "x");
+    assert_eq!(
+        app.json("GET", "/api/session", Some(&cookie), None).await.0,
+        401
+    );
+}
+
+/// Over https the cookie is `__Host-sid; Secure` (a sibling subdomain can
+/// neither set nor shadow it) and streams and the API read it.
+#[tokio::test]
+async fn an_https_origin_gets_a_host_prefixed_secure_cookie() {
+    let app = start(&["--store", "memory", "--origin", "https://app.example"]);
+    let (status, response, _) = app
+        .send(
+            Request::new("POST", "/api/login")
+                .header("content-type", "application/json")
+                .header("origin", "https://app.example")
+                .body(json!({"user": "alice"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let set = response.header("set-cookie").unwrap();
+    assert!(set.starts_with("__Host-sid="), "{set}");
+    for attribute in [
+        "Secure",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=2592000",
+    ] {
+        assert!(set.contains(attribute), "{set} lacks {attribute}");
+    }
+    assert!(!set.contains("Domain"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    assert_eq!(
+        app.json("GET", "/api/session", Some(&cookie), None).await.0,
+        200
+    );
+    // The plain name is not the session cookie here.
+    let plain = cookie.replacen("__Host-sid", "sid", 1);
+    assert_eq!(
+        app.json("GET", "/api/session", Some(&plain), None).await.0,
+        401
+    );
+    let mut stream = app.stream(&cookie, None).await;
+    drop(stream.next_event(Duration::from_millis(10)).await);
+}
+
+/// `--require-origin`: a cookie-carrying write must say where it comes
+/// from; browsers always do, so the page keeps working.
+#[tokio::test]
+async fn require_origin_refuses_cookie_writes_that_say_nothing() {
+    let app = start(&["--store", "memory", "--require-origin"]);
+    let alice = app.login("alice").await;
+    let write = || Request::new("POST", "/api/notifications/read-all").header("cookie", &alice);
+    let (status, _, body) = app.send(write()).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("Origin"));
+    let own = format!("http://{}", app.authority);
+    assert_eq!(app.send(write().header("origin", &own)).await.0, 204);
+    assert_eq!(
+        app.send(write().header("sec-fetch-site", "same-origin"))
+            .await
+            .0,
+        204
+    );
+    for site in ["cross-site", "same-site", "none"] {
+        assert_eq!(
+            app.send(write().header("sec-fetch-site", site)).await.0,
+            403,
+            "{site}"
+        );
+    }
+}
+
+/// With no `--origin`, on loopback: a request naming another host (a page
+/// whose name was rebound to 127.0.0.1) is refused, stream included.
+#[tokio::test]
+async fn other_host_names_are_refused_on_loopback() {
+    let app = memory_app();
+    let alice = app.login("alice").await;
+    let port = app.authority.rsplit_once(':').unwrap().1.to_owned();
+    for host in [format!("evil.example:{port}"), "evil.example".to_owned()] {
+        for request in [
+            Request::get("/").header("host", &host),
+            Request::get("/api/notifications/stream")
+                .header("cookie", &alice)
+                .header("host", &host),
+            Request::new("POST", "/api/notifications/read-all")
+                .header("cookie", &alice)
+                .header("host", &host)
+                .header("origin", format!("http://{host}")),
+        ] {
+            assert_eq!(app.send(request).await.0, 400, "{host}");
+        }
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, _, _) = app.send(Request::get("/").header("host", &host)).await;
+        assert_eq!(status, 200, "{host}");
+    }
+}
+
+/// Store and hub URLs are printed without their passwords.
+#[tokio::test]
+async fn startup_never_prints_a_password() {
+    let url = fresh_postgres_url("redacted").await;
+    // Trust authentication ignores the password; the URL still holds it.
+    let with_password = url.replacen("postgres@", "postgres:hunter2secret@", 1);
+    assert_ne!(with_password, url, "{url}");
+    let (_running, _, told) = support::start_telling(
+        BIN,
+        &["--addr", "127.0.0.1:0", "--store", &with_password],
+        &[],
+    );
+    assert!(!told.contains("hunter2secret"), "{told}");
+    assert!(told.contains("postgres:***@"), "{told}");
+}
+
 #[tokio::test]
 async fn a_junk_last_event_id_gets_a_reset() {
     let app = memory_app();
@@ -762,6 +1008,14 @@ async fn cross_origin_writes_are_refused() {
     }
     // Without Origin (not a browser, or a same-origin request that omits it).
     assert_eq!(app.send(write(&[])).await.0, 204);
+    // Streams too, with no --origin given: another site cannot open one.
+    let stream = |origin: &str| {
+        Request::get("/api/notifications/stream")
+            .header("cookie", &alice)
+            .header("origin", origin)
+    };
+    assert_eq!(app.send(stream("http://evil.example")).await.0, 403);
+    assert_eq!(app.send(stream(&own)).await.0, 200);
 }
 
 #[tokio::test]
@@ -875,11 +1129,16 @@ async fn an_operator_broadcast_reaches_every_user_live_and_on_replay() {
 async fn metrics_access_is_configurable() {
     let off = start(&["--store", "memory", "--metrics", "off"]);
     assert_eq!(off.send(Request::get("/metrics")).await.0, 404);
-    let guarded = start(&["--store", "memory", "--metrics", "bearer:s3cret"]);
+    let guarded = start(&[
+        "--store",
+        "memory",
+        "--metrics",
+        "bearer:s3cret-s3cret-s3cret",
+    ]);
     assert_eq!(guarded.send(Request::get("/metrics")).await.0, 401);
     let wrong = Request::get("/metrics").header("authorization", "Bearer nope");
     assert_eq!(guarded.send(wrong).await.0, 401);
-    let right = Request::get("/metrics").header("authorization", "Bearer s3cret");
+    let right = Request::get("/metrics").header("authorization", "Bearer s3cret-s3cret-s3cret");
     let (status, _, body) = guarded.send(right).await;
     assert_eq!(status, 200);
     assert!(

@@ -57,6 +57,7 @@ pub mod log;
 pub mod notifier;
 pub mod principal;
 pub mod query;
+mod redact;
 pub mod revocation;
 pub mod store;
 pub mod time;
@@ -78,6 +79,7 @@ pub use id::{ConnectionId, GroupId, NotificationId, SessionId, Topic, UserId};
 pub use log::{Cursor, EventLog, InMemoryLog, Retention};
 pub use notifier::{Notifier, NotifyError};
 pub use principal::Principal;
+pub use redact::redact_url;
 pub use revocation::Revocation;
 pub use store::{
     Change, ChangeKind, InMemoryStore, NewNotification, Notification, NotificationPolicy,

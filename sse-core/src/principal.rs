@@ -119,6 +119,38 @@ impl Principal {
         self.expires_at.is_some_and(|at| at <= SystemTime::now())
     }
 
+    /// Refuses a principal whose user, session, group or topic ids hold
+    /// CR, LF or NUL: ids that come from input (a name, a token's `sub`)
+    /// are where frame injection starts. `sse-tower` refuses such
+    /// principals from any authenticator with `401`.
+    ///
+    /// ```
+    /// use sse_core::Principal;
+    /// assert!(Principal::new("alice").with_groups(["acme"]).check_ids().is_ok());
+    /// assert!(Principal::new("x\ndata: evil").check_ids().is_err());
+    /// assert!(Principal::new("bob").with_topics(["a\0b"]).check_ids().is_err());
+    /// ```
+    pub fn check_ids(&self) -> Result<(), crate::AuthRejection> {
+        let bad = |id: &str| id.contains(['\r', '\n', '\0']);
+        let offending = if bad(self.user().as_str()) {
+            Some("user")
+        } else if self.session().is_some_and(|s| bad(s.as_str())) {
+            Some("session")
+        } else if self.groups().iter().any(|g| bad(g.as_str())) {
+            Some("group")
+        } else if self.topics().iter().any(|t| bad(t.as_str())) {
+            Some("topic")
+        } else {
+            None
+        };
+        match offending {
+            Some(what) => Err(crate::AuthRejection::unauthenticated(format!(
+                "the {what} id holds a line break or NUL"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// The user.
     pub fn user(&self) -> &UserId {
         &self.user

@@ -252,10 +252,12 @@ async fn run_authenticator(
         })?;
     Ok(verdict.and_then(|principal| {
         if principal.is_expired() {
-            Err(AuthRejection::unauthenticated("credentials expired"))
-        } else {
-            Ok(principal)
+            return Err(AuthRejection::unauthenticated("credentials expired"));
         }
+        // Whatever the authenticator: an id with a line break or NUL never
+        // opens a stream (see `Principal::check_ids`).
+        principal.check_ids()?;
+        Ok(principal)
     }))
 }
 

@@ -166,7 +166,7 @@ impl NatsHubBuilder {
         }
         let url = self.url.clone();
         let failed = |reason: String| NatsHubError::Connect {
-            url: url.clone(),
+            url: sse_core::redact_url(&url),
             reason,
         };
         let (prefix, max_backoff) = (self.prefix.clone(), self.max_backoff);
@@ -288,7 +288,7 @@ impl NatsTransport {
         link: Link,
     ) -> Result<Self, NatsHubError> {
         let failed = |e: &dyn std::fmt::Display| NatsHubError::Connect {
-            url: url.clone(),
+            url: sse_core::redact_url(&url),
             reason: e.to_string(),
         };
         // The first `Connected` is the initial connection, nothing missed.

@@ -355,15 +355,8 @@ pub(crate) fn channel(prefix: &str, route: &Route) -> String {
     }
 }
 
-/// The URL without its password, for error messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
+/// The URL without its secrets, for error messages.
+pub(crate) use sse_core::redact_url as redact;
 
 #[cfg(test)]
 mod tests {

@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sse_core::auth::{BoxError, IssuedSession, credential_digest};
-use sse_core::{Principal, SessionId, SessionLookup, StoreError};
+use sse_core::auth::{
+    BoxError, DEFAULT_SESSION_LIFETIME, DEFAULT_SESSIONS_PER_USER, IssuedSession, credential_digest,
+};
+use sse_core::{Principal, SessionId, SessionLookup, StoreError, UserId};
 
 use crate::RedisError;
 use crate::connection::Target;
@@ -20,8 +22,12 @@ use crate::link::Link;
 /// session lives at `<prefix>session:<SHA-256 of the credential>`, holding
 /// the user and an unrelated random session id, which is what principals,
 /// hub channels and logs carry (see [`sse_core::auth::credential`]). A
-/// session expires after its lifetime (30 days by default), at
-/// [`RedisSessions::remove`] or [`RedisSessions::revoke`].
+/// session expires after its [lifetime](RedisSessions::lifetime) (30 days
+/// by default; its keys carry that TTL, so Redis deletes them), at
+/// [`RedisSessions::remove`] or [`RedisSessions::revoke`]. A user keeps at
+/// most [`max_per_user`](RedisSessions::max_per_user) sessions (32;
+/// creating another ends the oldest), indexed in a sorted set
+/// `<prefix>sessions-of:<user>` that expires with the newest session.
 #[derive(Clone)]
 pub struct RedisSessions {
     link: Link,
@@ -29,6 +35,7 @@ pub struct RedisSessions {
     cluster: bool,
     prefix: String,
     lifetime: Duration,
+    max_per_user: usize,
 }
 
 impl RedisSessions {
@@ -48,8 +55,17 @@ impl RedisSessions {
             cluster: target.is_cluster(),
             link: Link::new(manager, timeout),
             prefix: prefix.into(),
-            lifetime: Duration::from_secs(30 * 24 * 3600),
+            lifetime: DEFAULT_SESSION_LIFETIME,
+            max_per_user: DEFAULT_SESSIONS_PER_USER,
         })
+    }
+
+    /// How many sessions a user keeps (at least 1; 32 by default): creating
+    /// one more ends the user's oldest.
+    #[must_use]
+    pub fn max_per_user(mut self, sessions: usize) -> Self {
+        self.max_per_user = sessions.max(1);
+        self
     }
 
     /// How long a session lasts from creation (at least a second).
@@ -67,9 +83,14 @@ impl RedisSessions {
         format!("{}session-id:{session}", self.prefix)
     }
 
+    fn user_key(&self, user: &str) -> String {
+        format!("{}sessions-of:{}", self.prefix, crate::store::escape(user))
+    }
+
     /// Starts a session for `principal` (its user, groups and topics; a
     /// fresh session id replaces any it carries); returns its credential
-    /// (the cookie value), which is not stored.
+    /// (the cookie value), which is not stored. Ends the user's oldest
+    /// sessions past [`max_per_user`](Self::max_per_user).
     pub async fn create(&self, principal: &Principal) -> Result<String, StoreError> {
         let issued = IssuedSession::generate().map_err(|e| StoreError::Backend(Box::new(e)))?;
         let record = serde_json::to_string(&Record {
@@ -115,7 +136,94 @@ impl RedisSessions {
                 })
                 .await?;
         }
+        self.index(principal.user().as_str(), issued.id()).await?;
         Ok(issued.into_parts().0)
+    }
+
+    /// Adds a session to its user's index (dropping expired entries) and
+    /// ends the oldest past the cap.
+    async fn index(&self, user: &str, session: &SessionId) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis());
+        let lifetime = self.lifetime.as_millis();
+        let index = self.user_key(user);
+        let mut write = redis::pipe();
+        write
+            .cmd("ZADD")
+            .arg(&index)
+            .arg(u64::try_from(now).unwrap_or(u64::MAX))
+            .arg(session.as_str())
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(format!("({}", now.saturating_sub(lifetime)))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&index)
+            .arg(u64::try_from(lifetime).unwrap_or(u64::MAX))
+            .ignore()
+            .cmd("ZCARD")
+            .arg(&index);
+        let (held,): (usize,) = self
+            .link
+            .run(|mut connection| {
+                let write = &write;
+                async move { write.query_async(&mut connection).await }
+            })
+            .await?;
+        if held <= self.max_per_user {
+            return Ok(());
+        }
+        let excess = held - self.max_per_user;
+        let oldest: Vec<String> = self
+            .link
+            .run(|mut connection| {
+                let index = &index;
+                async move {
+                    redis::cmd("ZPOPMIN")
+                        .arg(index)
+                        .arg(excess)
+                        .query_async::<Vec<(String, f64)>>(&mut connection)
+                        .await
+                }
+            })
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        for id in oldest {
+            let key: Option<String> = self
+                .command("GETDEL", &self.id_key(&SessionId::from(id)))
+                .await?;
+            if let Some(key) = key {
+                let _: u64 = self.command("DEL", &key).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a session out of its user's index.
+    async fn unindex(&self, principal: &Principal) -> Result<(), StoreError> {
+        let Some(session) = principal.session() else {
+            return Ok(());
+        };
+        let index = self.user_key(principal.user().as_str());
+        let _: u64 = self
+            .link
+            .run(|mut connection| {
+                let index = &index;
+                async move {
+                    redis::cmd("ZREM")
+                        .arg(index)
+                        .arg(session.as_str())
+                        .query_async(&mut connection)
+                        .await
+                }
+            })
+            .await?;
+        Ok(())
     }
 
     /// Ends the session of `credential`; returns its principal, whose
@@ -130,6 +238,7 @@ impl RedisSessions {
         if let Some(session) = principal.session() {
             let _: u64 = self.command("DEL", &self.id_key(session)).await?;
         }
+        self.unindex(&principal).await?;
         Ok(Some(principal))
     }
 
@@ -142,8 +251,47 @@ impl RedisSessions {
     pub async fn revoke(&self, session: &SessionId) -> Result<bool, StoreError> {
         let key: Option<String> = self.command("GETDEL", &self.id_key(session)).await?;
         let Some(key) = key else { return Ok(false) };
-        let removed: u64 = self.command("DEL", &key).await?;
-        Ok(removed > 0)
+        let record: Option<String> = self.command("GETDEL", &key).await?;
+        let Some(principal) = record.as_deref().and_then(principal) else {
+            return Ok(false);
+        };
+        self.unindex(&principal).await?;
+        Ok(true)
+    }
+
+    /// The user's sessions that have not expired, oldest first: for a
+    /// "your devices" page, or to learn which groups a user is in.
+    pub async fn of_user(&self, user: &UserId) -> Result<Vec<Principal>, StoreError> {
+        let index = self.user_key(user.as_str());
+        let ids: Vec<String> = self
+            .link
+            .run(|mut connection| {
+                let index = &index;
+                async move {
+                    redis::cmd("ZRANGE")
+                        .arg(index)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut connection)
+                        .await
+                }
+            })
+            .await?;
+        let mut principals = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key: Option<String> = self
+                .command("GET", &self.id_key(&SessionId::from(id)))
+                .await?;
+            let Some(key) = key else { continue };
+            let record: Option<String> = self.command("GET", &key).await?;
+            if let Some(principal) = record.as_deref().and_then(principal)
+                && principal.user() == user
+                && !principal.is_expired()
+            {
+                principals.push(principal);
+            }
+        }
+        Ok(principals)
     }
 
     /// `name key` through the link.
@@ -204,6 +352,8 @@ impl std::fmt::Debug for RedisSessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSessions")
             .field("prefix", &self.prefix)
+            .field("lifetime", &self.lifetime)
+            .field("max_per_user", &self.max_per_user)
             .finish_non_exhaustive()
     }
 }

@@ -119,7 +119,7 @@ impl RedisStoreBuilder {
 
 /// Keys stay distinct for any name: `{`, `}` and `%` are escaped, so a
 /// name cannot leave its hash tag or spell another key.
-fn escape(name: &str) -> String {
+pub(crate) fn escape(name: &str) -> String {
     name.replace('%', "%25")
         .replace('{', "%7B")
         .replace('}', "%7D")

@@ -117,6 +117,56 @@ async fn redis_sessions_pass_the_authenticator_suite() {
     assert!(!sessions.revoke(&session).await.unwrap());
 }
 
+/// A login loop cannot fill Redis: each user keeps their newest sessions,
+/// and removing or revoking one takes it out of the user's index.
+#[tokio::test]
+async fn redis_sessions_are_capped_per_user() {
+    use sse_core::{Principal, SessionLookup};
+    use sse_redis::RedisSessions;
+
+    let prefix = support::prefix("session-cap");
+    let sessions = support::required(RedisSessions::connect(&support::redis_url(), &prefix).await)
+        .max_per_user(3);
+    let mut alice = Vec::new();
+    for _ in 0..5 {
+        alice.push(sessions.create(&Principal::new("alice")).await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let bob = sessions.create(&Principal::new("bob")).await.unwrap();
+    for (k, credential) in alice.iter().enumerate() {
+        let alive = sessions.lookup(credential).await.unwrap().is_some();
+        assert_eq!(alive, k >= 2, "alice's session {k}");
+    }
+    assert!(sessions.lookup(&bob).await.unwrap().is_some());
+    let listed = sessions
+        .of_user(&sse_core::UserId::from("alice"))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3);
+    // Ended sessions leave no key behind (only live sessions, their id
+    // index entries and the users' indexes remain).
+    let client = redis::Client::open(support::redis_url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 4 * 2 + 2, "{keys:?}");
+    // Freed places are reused: after a logout, the next login ends no one.
+    sessions.remove(&alice[4]).await.unwrap().unwrap();
+    let again = sessions.create(&Principal::new("alice")).await.unwrap();
+    for credential in [&alice[2], &alice[3], &again] {
+        assert!(sessions.lookup(credential).await.unwrap().is_some());
+    }
+    let principal = sessions.lookup(&alice[2]).await.unwrap().unwrap();
+    assert!(sessions.revoke(principal.session().unwrap()).await.unwrap());
+    let once_more = sessions.create(&Principal::new("alice")).await.unwrap();
+    for credential in [&alice[3], &again, &once_more] {
+        assert!(sessions.lookup(credential).await.unwrap().is_some());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_hub_passes_the_multi_node_suite() {
     let prefix = support::prefix("nodes-suite");

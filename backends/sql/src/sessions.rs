@@ -1,11 +1,15 @@
 //! [`SqlSessions`]: cookie sessions in the store's database.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{AnyPool, Row};
-use sse_core::auth::{BoxError, IssuedSession, credential_digest};
-use sse_core::{Principal, SessionId, SessionLookup, StoreError, Timestamp};
+use sse_core::auth::{
+    BoxError, DEFAULT_SESSION_LIFETIME, DEFAULT_SESSIONS_PER_USER, IssuedSession, credential_digest,
+};
+use sse_core::{Principal, SessionId, SessionLookup, StoreError, Timestamp, UserId};
 
 use crate::error::store_error;
 use crate::store::SqlStore;
@@ -19,8 +23,14 @@ use crate::store::SqlStore;
 /// system and are never stored: a row holds the SHA-256 of its credential
 /// and an unrelated random session id, which is what principals, hubs and
 /// logs carry (see [`sse_core::auth::credential`]). A session expires after
-/// its lifetime (30 days by default), at [`SqlSessions::remove`] or
-/// [`SqlSessions::revoke`].
+/// its [lifetime](SqlSessions::lifetime) (30 days by default), at
+/// [`SqlSessions::remove`] or [`SqlSessions::revoke`].
+///
+/// The table stays bounded: a user keeps at most
+/// [`max_per_user`](SqlSessions::max_per_user) sessions (32; creating
+/// another ends the oldest), and expired rows are deleted every ten
+/// minutes by whichever [`create`](SqlSessions::create) comes along (or by
+/// [`prune_expired`](SqlSessions::prune_expired) from your own scheduler).
 ///
 /// ```
 /// use sse_core::{CookieSessionAuthenticator, Principal, SessionLookup};
@@ -42,15 +52,32 @@ use crate::store::SqlStore;
 pub struct SqlSessions {
     pool: AnyPool,
     lifetime: Duration,
+    max_per_user: usize,
+    /// When expired rows were last deleted (milliseconds since the epoch),
+    /// shared by clones.
+    last_prune: Arc<AtomicI64>,
 }
+
+/// How often `create` deletes expired rows.
+const PRUNE_EVERY_MS: i64 = 600_000;
 
 impl SqlSessions {
     /// Sessions in `store`'s database.
     pub fn new(store: &SqlStore) -> Self {
         Self {
             pool: store.writer_pool().clone(),
-            lifetime: Duration::from_secs(30 * 24 * 3600),
+            lifetime: DEFAULT_SESSION_LIFETIME,
+            max_per_user: DEFAULT_SESSIONS_PER_USER,
+            last_prune: Arc::default(),
         }
+    }
+
+    /// How many sessions a user keeps (at least 1; 32 by default): creating
+    /// one more ends the user's oldest.
+    #[must_use]
+    pub fn max_per_user(mut self, sessions: usize) -> Self {
+        self.max_per_user = sessions.max(1);
+        self
     }
 
     /// How long a session lasts from creation.
@@ -62,7 +89,9 @@ impl SqlSessions {
 
     /// Starts a session for `principal` (its user, groups and topics; a
     /// fresh session id replaces any it carries); returns its credential
-    /// (the cookie value), which is not stored.
+    /// (the cookie value), which is not stored. Ends the user's oldest
+    /// sessions past [`max_per_user`](Self::max_per_user), in the same
+    /// transaction.
     pub async fn create(&self, principal: &Principal) -> Result<String, StoreError> {
         let issued = IssuedSession::generate().map_err(|e| StoreError::Backend(Box::new(e)))?;
         let now = Timestamp::now().as_millis();
@@ -73,6 +102,7 @@ impl SqlSessions {
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let topics = names(principal.topics().iter().map(|t| t.as_str()).collect())
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query("INSERT INTO sse_sessions (credential_hash, session_id, user_id, groups, topics, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(issued.digest())
             .bind(issued.id().as_str())
@@ -81,9 +111,38 @@ impl SqlSessions {
             .bind(topics)
             .bind(now)
             .bind(expires)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(store_error)?;
+        // The user's other sessions: all but the newest `max - 1` that
+        // have not expired end.
+        let keep = i64::try_from(self.max_per_user - 1).unwrap_or(i64::MAX);
+        sqlx::query(
+            "DELETE FROM sse_sessions WHERE user_id = $1 AND session_id <> $2 AND session_id NOT IN \
+             (SELECT session_id FROM sse_sessions WHERE user_id = $1 AND session_id <> $2 AND expires_at > $3 \
+              ORDER BY created_at DESC, session_id DESC LIMIT $4)",
+        )
+        .bind(principal.user().as_str())
+        .bind(issued.id().as_str())
+        .bind(now)
+        .bind(keep)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        let last = self.last_prune.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= PRUNE_EVERY_MS
+            && self
+                .last_prune
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // Not the caller's concern if it fails: the next one retries.
+            if let Err(error) = self.prune_expired().await {
+                tracing::warn!(%error, "deleting expired sessions failed");
+                self.last_prune.store(last, Ordering::Relaxed);
+            }
+        }
         Ok(issued.into_parts().0)
     }
 
@@ -119,7 +178,23 @@ impl SqlSessions {
         )
     }
 
-    /// Deletes expired sessions; returns how many.
+    /// The user's sessions that have not expired, oldest first: for a
+    /// "your devices" page, or to learn which groups a user is in.
+    pub async fn of_user(&self, user: &UserId) -> Result<Vec<Principal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, session_id, groups, topics, expires_at FROM sse_sessions \
+             WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at, session_id",
+        )
+        .bind(user.as_str())
+        .bind(Timestamp::now().as_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(principal).collect()
+    }
+
+    /// Deletes expired sessions; returns how many. `create` does it every
+    /// ten minutes anyway.
     pub async fn prune_expired(&self) -> Result<u64, StoreError> {
         Ok(
             sqlx::query("DELETE FROM sse_sessions WHERE expires_at < $1")

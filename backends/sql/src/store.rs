@@ -188,19 +188,8 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
-/// The URL without its password, for error messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+/// The URL without its secrets, for error messages.
+pub(crate) use sse_core::redact_url as redact;
 
 impl SqlStore {
     /// Connects to `url` with default options: `sqlite://PATH` (created if

@@ -158,3 +158,60 @@ async fn sql_sessions_pass_the_authenticator_suite_on_both_databases() {
         );
     }
 }
+
+/// A login loop cannot fill the table: each user keeps their newest
+/// sessions, and expired rows are deleted.
+#[tokio::test]
+async fn sql_sessions_are_capped_per_user_and_expired_rows_pruned() {
+    use sse_core::{Principal, SessionLookup};
+    use sse_sqlx::SqlSessions;
+
+    for url in [
+        support::sqlite_url("session-cap"),
+        support::fresh_postgres_url("session_cap").await,
+    ] {
+        let store = SqlStore::connect(&url).await.unwrap();
+        let sessions = SqlSessions::new(&store).max_per_user(3);
+        let mut alice = Vec::new();
+        for _ in 0..5 {
+            alice.push(sessions.create(&Principal::new("alice")).await.unwrap());
+            // Distinct creation instants, so "oldest" is well defined.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let bob = sessions.create(&Principal::new("bob")).await.unwrap();
+        for (k, credential) in alice.iter().enumerate() {
+            let alive = sessions.lookup(credential).await.unwrap().is_some();
+            assert_eq!(alive, k >= 2, "alice's session {k} ({url})");
+        }
+        assert!(sessions.lookup(&bob).await.unwrap().is_some());
+        let listed = sessions
+            .of_user(&sse_core::UserId::from("alice"))
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 3);
+        assert!(listed.iter().all(|p| p.user().as_str() == "alice"));
+        let count = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sse_sessions")
+                .fetch_one(&sqlx::AnyPool::connect(&url).await.unwrap())
+                .await
+                .unwrap()
+        };
+        assert_eq!(count().await, 4);
+        // Expired rows go at the next prune, and the first create of a
+        // fresh handle prunes.
+        let short = SqlSessions::new(&store).lifetime(std::time::Duration::ZERO);
+        short.create(&Principal::new("carol")).await.unwrap();
+        short.create(&Principal::new("dave")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        // (`short`'s own first create may have pruned carol already.)
+        assert!(sessions.prune_expired().await.unwrap() >= 1);
+        assert_eq!(count().await, 4);
+        short.create(&Principal::new("erin")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        SqlSessions::new(&store)
+            .create(&Principal::new("frank"))
+            .await
+            .unwrap();
+        assert_eq!(count().await, 5, "the expired session was not pruned");
+    }
+}

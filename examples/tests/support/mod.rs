@@ -20,6 +20,16 @@ impl Drop for Running {
 /// Starts `binary` with `ADDR=127.0.0.1:0` (and `envs`), and reads the
 /// `listening on http://…` line it prints.
 pub fn start(binary: &str, args: &[&str], envs: &[(&str, &str)]) -> (Running, String) {
+    let (running, authority, _) = start_telling(binary, args, envs);
+    (running, authority)
+}
+
+/// [`start`], and the whole `listening on` line.
+pub fn start_telling(
+    binary: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (Running, String, String) {
     let mut child = Command::new(binary)
         .args(args)
         .env("ADDR", "127.0.0.1:0")
@@ -27,6 +37,9 @@ pub fn start(binary: &str, args: &[&str], envs: &[(&str, &str)]) -> (Running, St
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
         )
+        // Tests log in many users from one address; a test of the limit
+        // passes `--login-rate`, which wins over this.
+        .env("SSE_LOGIN_RATE", "0")
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
@@ -44,8 +57,9 @@ pub fn start(binary: &str, args: &[&str], envs: &[(&str, &str)]) -> (Running, St
         if let Some(rest) = line.trim().split("listening on http://").nth(1) {
             let authority = rest.split(['/', ' ']).next().unwrap().to_owned();
             // Keep draining stdout so the child never blocks on a full pipe.
+            let told = line.trim().to_owned();
             std::thread::spawn(move || for _ in reader.lines() {});
-            return (running, authority);
+            return (running, authority, told);
         }
     }
 }

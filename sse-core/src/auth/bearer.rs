@@ -6,12 +6,12 @@ use super::{AuthRejection, SessionAuthenticator, SessionLookup, resolve};
 use crate::Principal;
 
 /// Authenticates by a bearer token: the `Authorization: Bearer …` header,
-/// or, because `EventSource` cannot set headers, a query parameter
-/// (`access_token` by default).
+/// and, opted in with [`query_param`](BearerTokenAuthenticator::query_param)
+/// because `EventSource` cannot set headers, a query parameter.
 ///
-/// Query tokens end up in access logs and browser history: issue
-/// short-lived, stream-only tokens for them, or disable the fallback with
-/// [`BearerTokenAuthenticator::header_only`].
+/// The query is off by default: query strings end up in proxies' access
+/// logs and browser history. Turn it on only for short-lived, stream-only
+/// tokens.
 ///
 /// ```
 /// use sse_core::{BearerTokenAuthenticator, InMemorySessions, Principal, SessionAuthenticator};
@@ -19,11 +19,13 @@ use crate::Principal;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let tokens = InMemorySessions::new();
 /// tokens.insert("t0k3n", Principal::new("bob"));
-/// let auth = BearerTokenAuthenticator::new(tokens);
+/// let header_only = BearerTokenAuthenticator::new(tokens.clone());
+/// let with_query = BearerTokenAuthenticator::new(tokens).query_param("access_token");
 ///
 /// let request = http::Request::get("/events?access_token=t0k3n").body(()).unwrap();
-/// let principal = auth.authenticate(&request.into_parts().0).await.unwrap();
-/// assert_eq!(principal.user().as_str(), "bob");
+/// let parts = request.into_parts().0;
+/// assert!(header_only.authenticate(&parts).await.is_err());
+/// assert_eq!(with_query.authenticate(&parts).await.unwrap().user().as_str(), "bob");
 /// # }
 /// ```
 #[derive(Debug, Clone)]
@@ -33,22 +35,23 @@ pub struct BearerTokenAuthenticator<L> {
 }
 
 impl<L: SessionLookup> BearerTokenAuthenticator<L> {
-    /// Reads the header, then the `access_token` query parameter.
+    /// Reads the `Authorization` header only.
     pub fn new(lookup: L) -> Self {
         Self {
             lookup,
-            query_param: Some("access_token".to_owned()),
+            query_param: None,
         }
     }
 
-    /// Reads the query fallback from `name` instead of `access_token`.
+    /// Also reads the token from query parameter `name` (after the
+    /// header), for clients that cannot set headers.
     #[must_use]
     pub fn query_param(mut self, name: impl Into<String>) -> Self {
         self.query_param = Some(name.into());
         self
     }
 
-    /// Accepts the `Authorization` header only.
+    /// Accepts the `Authorization` header only (the default).
     #[must_use]
     pub fn header_only(mut self) -> Self {
         self.query_param = None;
@@ -97,8 +100,9 @@ mod tests {
     }
 
     #[test]
-    fn header_wins_over_query() {
-        let auth = BearerTokenAuthenticator::new(InMemorySessions::new());
+    fn header_wins_over_the_opted_in_query() {
+        let auth =
+            BearerTokenAuthenticator::new(InMemorySessions::new()).query_param("access_token");
         assert_eq!(
             auth.credential(&parts("/?access_token=q", Some("Bearer h"))),
             Some("h".into())
@@ -108,16 +112,18 @@ mod tests {
             Some("a+b".into())
         );
         assert_eq!(auth.credential(&parts("/", Some("Basic x"))), None);
-        let header_only = BearerTokenAuthenticator::new(InMemorySessions::new()).header_only();
+        let by_default = BearerTokenAuthenticator::new(InMemorySessions::new());
         assert_eq!(
-            header_only.credential(&parts("/?access_token=q", None)),
-            None
+            by_default.credential(&parts("/?access_token=q", None)),
+            None,
+            "query tokens reach proxy logs: off unless asked for"
         );
     }
 
     #[tokio::test]
     async fn unknown_and_oversized_tokens_are_401() {
-        let auth = BearerTokenAuthenticator::new(InMemorySessions::new());
+        let auth =
+            BearerTokenAuthenticator::new(InMemorySessions::new()).query_param("access_token");
         let long = format!(
             "/?access_token={}",
             "a".repeat(super::super::MAX_CREDENTIAL_LEN + 1)

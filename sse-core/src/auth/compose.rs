@@ -21,7 +21,7 @@ use crate::Principal;
 /// sessions.insert("c00k1e", Principal::new("alice"));
 /// sessions.insert("t0k3n", Principal::new("bob"));
 /// let auth = CookieSessionAuthenticator::new("sid", sessions.clone())
-///     .or(BearerTokenAuthenticator::new(sessions).header_only());
+///     .or(BearerTokenAuthenticator::new(sessions));
 ///
 /// let cookie = http::Request::get("/events").header("cookie", "sid=c00k1e").body(()).unwrap();
 /// let bearer = http::Request::get("/events").header("authorization", "Bearer t0k3n").body(()).unwrap();

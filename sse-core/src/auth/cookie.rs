@@ -41,20 +41,65 @@ impl<L: SessionLookup> CookieSessionAuthenticator<L> {
         }
     }
 
-    /// The cookie's value in `request`, if present.
+    /// The cookie's (first) value in `request`, if present.
     pub fn credential<'a>(&self, request: &'a Parts) -> Option<&'a str> {
         cookie_value(&request.headers, &self.cookie)
     }
 }
 
+/// Cookies of one name tried per request, at most: a request carrying
+/// more is refused rather than make the session store answer for each.
+const MAX_COOKIE_VALUES: usize = 4;
+
 #[async_trait]
 impl<L: SessionLookup> SessionAuthenticator for CookieSessionAuthenticator<L> {
+    /// Tries every value of the cookie, in order: a sibling subdomain can
+    /// set a cookie of the same name (cookie tossing), and the browser may
+    /// send it first. The first value that is a live session wins.
     async fn authenticate(&self, request: &Parts) -> Result<Principal, AuthRejection> {
-        let value = self
-            .credential(request)
-            .ok_or_else(|| AuthRejection::unauthenticated("no session cookie; log in first"))?;
-        resolve(&self.lookup, value, "session").await
+        let values: Vec<&str> = cookie_values(&request.headers, &self.cookie).collect();
+        if values.is_empty() {
+            return Err(AuthRejection::unauthenticated(
+                "no session cookie; log in first",
+            ));
+        }
+        if values.len() > MAX_COOKIE_VALUES {
+            return Err(AuthRejection::unauthenticated(
+                "too many session cookies of one name",
+            ));
+        }
+        let mut refused = None;
+        for value in values {
+            match resolve(&self.lookup, value, "session").await {
+                Ok(principal) => return Ok(principal),
+                // The store cannot answer: no other value would fare better.
+                Err(unavailable @ AuthRejection::Unavailable(_)) => return Err(unavailable),
+                Err(rejection) => refused = Some(rejection),
+            }
+        }
+        Err(refused.unwrap_or_else(|| AuthRejection::unauthenticated("unknown or expired session")))
     }
+}
+
+/// Every value of cookie `name`, in the order the request carries them.
+pub fn cookie_values<'a>(
+    headers: &'a http::HeaderMap,
+    name: &str,
+) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|header| header.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(move |(key, _)| key.trim() == name)
+        .map(|(_, value)| {
+            let value = value.trim();
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value)
+        })
 }
 
 /// The value of cookie `name`, from every `Cookie` header (HTTP/2 may send
@@ -68,25 +113,41 @@ impl<L: SessionLookup> SessionAuthenticator for CookieSessionAuthenticator<L> {
 /// assert_eq!(sse_core::auth::cookie_value(&headers, "other"), None);
 /// ```
 pub fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|header| header.to_str().ok())
-        .flat_map(|header| header.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| key.trim() == name)
-        .map(|(_, value)| {
-            let value = value.trim();
-            value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value)
-        })
+    cookie_values(headers, name).next()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_value_of_the_cookie_is_tried() {
+        let sessions = crate::InMemorySessions::new();
+        let good = sessions.create(Principal::new("alice")).unwrap();
+        let auth = CookieSessionAuthenticator::new("sid", sessions);
+        // A sibling subdomain tossed its own `sid` in front of ours.
+        let tossed = http::Request::get("/")
+            .header(COOKIE, format!("sid=tossed-by-evil; sid={good}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(
+            auth.authenticate(&tossed).await.unwrap().user().as_str(),
+            "alice"
+        );
+        let flood = (0..10)
+            .map(|i| format!("sid=x{i}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let flood = http::Request::get("/")
+            .header(COOKIE, flood)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert!(auth.authenticate(&flood).await.is_err());
+    }
 
     fn parts(cookies: &[&str]) -> http::HeaderMap {
         let mut builder = http::Request::get("/");

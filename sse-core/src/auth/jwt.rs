@@ -21,15 +21,26 @@ type MapClaims = dyn Fn(&Claims) -> Result<Principal, AuthRejection> + Send + Sy
 /// `Authorization: Bearer` header, a cookie, or (opt-in) a query parameter
 /// for clients that cannot set headers.
 ///
-/// The token's signature, `exp` (required), `nbf`, and, when configured,
-/// `aud` and `iss` are checked by the [`jsonwebtoken`] crate; a token that
-/// fails any of them is a `401` whose body says which (never the token).
-/// Its claims become the principal:
+/// What is checked, each failure a `401` whose body says which (never the
+/// token):
+///
+/// - the signature, with only the algorithm you name (never `none`);
+/// - `exp`: required, a whole number of seconds (RFC 7519's NumericDate
+///   may be fractional; such a token is refused rather than read wrong),
+///   in the future (with the [leeway](Self::leeway)), and in range;
+/// - `nbf`, when present: not in the future;
+/// - `aud` and `iss`, once [`audience`](Self::audience) and
+///   [`issuer`](Self::issuer) are set: **required**, and one of those
+///   configured (a token the same identity provider minted for another
+///   service, with no `aud`, is refused).
+///
+/// The claims become the principal; a claim of the wrong type is refused,
+/// never dropped or converted, and so are ids holding CR, LF or NUL:
 ///
 /// | claim | principal |
 /// | --- | --- |
-/// | `sub` (string or number, required) | the user |
-/// | `sid` | the session (so logout and revocation reach its streams) |
+/// | `sub` (string, required) | the user |
+/// | `sid` (string) | the session (so logout and revocation reach its streams) |
 /// | `groups` (array of strings) | the groups |
 /// | `topics`, and Mercure's `mercure.subscribe` (arrays of strings) | the topics it may read |
 /// | `exp` | the [expiry](Principal::expires_at): the stream ends then |
@@ -42,6 +53,7 @@ type MapClaims = dyn Fn(&Claims) -> Result<Principal, AuthRejection> + Send + Sy
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let auth = JwtAuthenticator::hs256(b"a secret of at least 32 bytes....")
+///     .expect("32 bytes")
 ///     .audience(["notifications"])
 ///     .cookie("token");
 ///
@@ -78,17 +90,33 @@ pub struct JwtAuthenticator {
 }
 
 impl JwtAuthenticator {
-    /// Tokens signed with HMAC-SHA256 and `secret` (use at least 32 random
-    /// bytes).
-    pub fn hs256(secret: impl AsRef<[u8]>) -> Self {
-        Self::new(DecodingKey::from_secret(secret.as_ref()), Algorithm::HS256)
+    /// Tokens signed with HMAC-SHA256 and `secret`, which must be at least
+    /// [`MIN_SECRET_LEN`] bytes (a short or empty secret is guessed or
+    /// brute-forced; generate 32 random bytes).
+    ///
+    /// ```
+    /// use sse_core::JwtAuthenticator;
+    /// assert!(JwtAuthenticator::hs256(b"").is_err());
+    /// assert!(JwtAuthenticator::hs256([7u8; 32]).is_ok());
+    /// ```
+    pub fn hs256(secret: impl AsRef<[u8]>) -> Result<Self, WeakSecret> {
+        let secret = secret.as_ref();
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(WeakSecret(secret.len()));
+        }
+        Ok(Self::new(
+            DecodingKey::from_secret(secret),
+            Algorithm::HS256,
+        ))
     }
 
     /// Tokens signed with `algorithm` and verified with `key` (an RSA or EC
-    /// public key from PEM or JWK components, an Ed25519 key, a secret).
+    /// public key from PEM or JWK components, an Ed25519 key, a secret you
+    /// checked is long enough).
     pub fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
         let mut validation = Validation::new(algorithm);
         validation.leeway = 5;
+        validation.validate_nbf = true;
         Self {
             key: Arc::new(key),
             validation: Arc::new(validation),
@@ -107,7 +135,9 @@ impl JwtAuthenticator {
         S: ToString,
     {
         let audiences: Vec<String> = audiences.into_iter().map(|a| a.to_string()).collect();
-        Arc::make_mut(&mut self.validation).set_audience(&audiences);
+        let validation = Arc::make_mut(&mut self.validation);
+        validation.set_audience(&audiences);
+        validation.required_spec_claims.insert("aud".to_owned());
         self
     }
 
@@ -119,7 +149,9 @@ impl JwtAuthenticator {
         S: ToString,
     {
         let issuers: Vec<String> = issuers.into_iter().map(|i| i.to_string()).collect();
-        Arc::make_mut(&mut self.validation).set_issuer(&issuers);
+        let validation = Arc::make_mut(&mut self.validation);
+        validation.set_issuer(&issuers);
+        validation.required_spec_claims.insert("iss".to_owned());
         self
     }
 
@@ -161,13 +193,14 @@ impl JwtAuthenticator {
     /// ```
     /// use sse_core::{AuthRejection, JwtAuthenticator, Principal};
     ///
-    /// let auth = JwtAuthenticator::hs256(b"a secret of at least 32 bytes....").map_claims(|claims| {
+    /// let auth = JwtAuthenticator::hs256(b"a secret of at least 32 bytes....")?.map_claims(|claims| {
     ///     let user = claims.get("uid").and_then(|v| v.as_u64())
     ///         .ok_or_else(|| AuthRejection::unauthenticated("token has no uid"))?;
     ///     let tenant = claims.get("tenant").and_then(|v| v.as_str()).unwrap_or("public");
     ///     Ok(Principal::new(user.to_string()).with_groups([tenant]))
     /// });
     /// # let _ = auth;
+    /// # Ok::<(), sse_core::auth::WeakSecret>(())
     /// ```
     #[must_use]
     pub fn map_claims<F>(mut self, map: F) -> Self
@@ -202,14 +235,28 @@ impl JwtAuthenticator {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|error| AuthRejection::unauthenticated(reason(error.kind())))?
             .claims;
+        let leeway = Duration::from_secs(self.validation.leeway);
+        // `exp` was required and read as whole seconds by the check above;
+        // as an instant it must be in range (not near `i64::MAX`).
+        let expires = match claims.get("exp").map(Value::as_u64) {
+            Some(Some(_)) => expiry(&claims)
+                .and_then(|exp| exp.checked_add(leeway))
+                .ok_or_else(|| {
+                    AuthRejection::unauthenticated("token's exp claim is out of range")
+                })?,
+            _ => {
+                return Err(AuthRejection::unauthenticated(
+                    "token's exp claim must be a whole number of seconds",
+                ));
+            }
+        };
         let principal = match &self.map {
             Some(map) => map(&claims)?,
             None => default_principal(&claims)?,
         };
-        let leeway = Duration::from_secs(self.validation.leeway);
-        Ok(match (principal.expires_at(), expiry(&claims)) {
-            (None, Some(exp)) => principal.with_expiry(exp + leeway),
-            _ => principal,
+        Ok(match principal.expires_at() {
+            None => principal.with_expiry(expires),
+            Some(_) => principal,
         })
     }
 }
@@ -257,34 +304,59 @@ fn expiry(claims: &Claims) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_secs(exp))
 }
 
+/// The shortest HMAC secret [`JwtAuthenticator::hs256`] takes, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// An HMAC secret shorter than [`MIN_SECRET_LEN`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "an HS256 secret of {0} bytes is too short: use at least 32 random bytes (e.g. `openssl rand -base64 32`)"
+)]
+pub struct WeakSecret(pub usize);
+
 fn default_principal(claims: &Claims) -> Result<Principal, AuthRejection> {
+    let wrong = |claim: &str, want: &str| {
+        AuthRejection::unauthenticated(format!("token's {claim} claim must be {want}"))
+    };
     let user = match claims.get("sub") {
         Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
-        Some(Value::Number(sub)) => sub.to_string(),
-        _ => return Err(AuthRejection::unauthenticated("token has no sub claim")),
+        Some(_) => return Err(wrong("sub", "a non-empty string")),
+        None => return Err(AuthRejection::unauthenticated("token has no sub claim")),
     };
-    let strings = |value: Option<&Value>| -> Vec<String> {
-        value
-            .and_then(Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
+    let strings = |name: &str, value: Option<&Value>| -> Result<Vec<String>, AuthRejection> {
+        let Some(value) = value else {
+            return Ok(Vec::new());
+        };
+        let items = value
+            .as_array()
+            .ok_or_else(|| wrong(name, "an array of strings"))?;
+        items
+            .iter()
+            .map(|item| {
+                item.as_str()
                     .map(str::to_owned)
-                    .collect()
+                    .ok_or_else(|| wrong(name, "an array of strings"))
             })
-            .unwrap_or_default()
+            .collect()
     };
-    let mut topics = strings(claims.get("topics"));
-    topics.extend(strings(
-        claims.get("mercure").and_then(|m| m.get("subscribe")),
-    ));
+    let mut topics = strings("topics", claims.get("topics"))?;
+    let mercure = match claims.get("mercure") {
+        None => None,
+        Some(Value::Object(mercure)) => mercure.get("subscribe"),
+        Some(_) => return Err(wrong("mercure", "an object")),
+    };
+    topics.extend(strings("mercure.subscribe", mercure)?);
     let mut principal = Principal::new(user)
-        .with_groups(strings(claims.get("groups")))
+        .with_groups(strings("groups", claims.get("groups"))?)
         .with_topics(topics);
-    if let Some(Value::String(sid)) = claims.get("sid") {
-        principal = principal.with_session(sid.as_str());
+    match claims.get("sid") {
+        None => {}
+        Some(Value::String(sid)) if !sid.is_empty() => {
+            principal = principal.with_session(sid.as_str());
+        }
+        Some(_) => return Err(wrong("sid", "a non-empty string")),
     }
+    principal.check_ids()?;
     Ok(principal)
 }
 
@@ -331,6 +403,7 @@ mod tests {
     #[tokio::test]
     async fn every_way_a_token_can_be_wrong_is_a_401_that_says_which() {
         let auth = JwtAuthenticator::hs256(SECRET)
+            .unwrap()
             .audience(["sse"])
             .issuer(["https://auth.example"]);
         let good =
@@ -379,13 +452,86 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn configured_claims_are_required_and_every_odd_claim_is_refused() {
+        let strict = JwtAuthenticator::hs256(SECRET)
+            .unwrap()
+            .audience(["sse"])
+            .issuer(["https://auth.example"]);
+        let exp = now() + 60;
+        // Minted by the same identity provider for another service: no aud.
+        let no_aud = json!({"sub": "alice", "iss": "https://auth.example", "exp": exp});
+        let no_iss = json!({"sub": "alice", "aud": "sse", "exp": exp});
+        for claims in [&no_aud, &no_iss] {
+            let message = refusal(&strict, &bearer(&token(claims, SECRET))).await;
+            assert!(message.contains("required claim"), "{message}");
+        }
+        let plain = JwtAuthenticator::hs256(SECRET).unwrap();
+        for (claims, says) in [
+            // RFC 7519 allows a fractional NumericDate; one that cannot be
+            // read as whole seconds is refused, never read as no expiry.
+            (
+                json!({"sub": "alice", "exp": now() as f64 + 60.5}),
+                "whole number",
+            ),
+            (json!({"sub": "alice", "exp": "tomorrow"}), "claim"),
+            (
+                json!({"sub": "alice", "exp": exp, "nbf": now() + 3600}),
+                "not valid yet",
+            ),
+            (json!({"sub": "alice", "exp": i64::MAX}), ""),
+            (json!({"sub": "alice", "exp": u64::MAX}), ""),
+            (json!({"sub": 42, "exp": exp}), "sub"),
+            (
+                json!({"sub": "alice", "exp": exp, "groups": "admins"}),
+                "groups",
+            ),
+            (
+                json!({"sub": "alice", "exp": exp, "groups": ["ok", 7]}),
+                "groups",
+            ),
+            (
+                json!({"sub": "alice", "exp": exp, "topics": {"a": 1}}),
+                "topics",
+            ),
+            (
+                json!({"sub": "alice", "exp": exp, "mercure": {"subscribe": "all"}}),
+                "subscribe",
+            ),
+            (json!({"sub": "alice", "exp": exp, "sid": 9}), "sid"),
+            (json!({"sub": "x\ndata: evil", "exp": exp}), "line break"),
+            (
+                json!({"sub": "alice", "exp": exp, "groups": ["a\rb"]}),
+                "line break",
+            ),
+            (
+                json!({"sub": "alice", "exp": exp, "sid": "s\0"}),
+                "line break",
+            ),
+        ] {
+            let message = refusal(&plain, &bearer(&token(&claims, SECRET))).await;
+            assert!(
+                message.contains(says),
+                "{claims}: {message:?} should say {says}"
+            );
+        }
+        for weak in [&b""[..], b"short", &[7u8; 31]] {
+            assert_eq!(
+                JwtAuthenticator::hs256(weak).unwrap_err(),
+                WeakSecret(weak.len())
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn claims_become_user_session_groups_topics_and_expiry() {
         let exp = now() + 600;
         let claims = json!({
-            "sub": 42, "sid": "s-9", "exp": exp, "groups": ["acme", "ops"],
+            "sub": "42", "sid": "s-9", "exp": exp, "groups": ["acme", "ops"],
             "topics": ["a"], "mercure": {"subscribe": ["b"]},
         });
-        let auth = JwtAuthenticator::hs256(SECRET).leeway(Duration::ZERO);
+        let auth = JwtAuthenticator::hs256(SECRET)
+            .unwrap()
+            .leeway(Duration::ZERO);
         let p = auth
             .authenticate(&bearer(&token(&claims, SECRET)))
             .await
@@ -410,7 +556,7 @@ mod tests {
             }
             builder.body(()).unwrap().into_parts().0
         };
-        let plain = JwtAuthenticator::hs256(SECRET);
+        let plain = JwtAuthenticator::hs256(SECRET).unwrap();
         refusal(&plain, &request(&format!("/?access_token={t}"), None)).await;
         refusal(&plain, &request("/", Some(&format!("token={t}")))).await;
         let all = plain.cookie("token").query_param("access_token");

@@ -37,12 +37,12 @@ mod sessions;
 pub use bearer::BearerTokenAuthenticator;
 pub use closure::FnAuthenticator;
 pub use compose::Or;
-pub use cookie::{CookieSessionAuthenticator, cookie_value};
+pub use cookie::{CookieSessionAuthenticator, cookie_value, cookie_values};
 pub use credential::{IssuedSession, RandomUnavailable, credential_digest};
 pub use extension::ExtensionAuthenticator;
 #[cfg(feature = "jwt")]
-pub use jwt::{JwtAuthenticator, jsonwebtoken};
-pub use sessions::InMemorySessions;
+pub use jwt::{JwtAuthenticator, MIN_SECRET_LEN, WeakSecret, jsonwebtoken};
+pub use sessions::{DEFAULT_SESSION_LIFETIME, DEFAULT_SESSIONS_PER_USER, InMemorySessions};
 
 /// The error type lookups wrap backend failures in.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

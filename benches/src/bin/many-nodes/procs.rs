@@ -67,6 +67,9 @@ impl Node {
                 "19500",
                 "--request-timeout-secs",
                 "30",
+                // Every user logs in from the load clients' one address.
+                "--login-rate",
+                "0",
             ])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -14,9 +14,28 @@ use sse_core::{
 };
 
 use crate::config::Metrics;
+use crate::cookie::SessionCookie;
+use crate::limit::LoginLimiter;
 use crate::sessions::Sessions;
 
-pub(crate) const COOKIE: &str = "sid";
+/// The client's address, as the server saw it (none in-process).
+pub(crate) struct ClientAddr(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
 
 /// An error response: an `ApiError` rendered as JSON.
 pub(crate) struct AppError(ApiError);
@@ -109,10 +128,32 @@ pub(crate) struct Login {
     org: Option<String>,
 }
 
+/// `POST /api/login`: a fresh session (the one the request presented, if
+/// any, ends: a login never leaves an old credential valid), within the
+/// per-address login rate.
 pub(crate) async fn login(
     State(sessions): State<Sessions>,
+    State(cookie): State<SessionCookie>,
+    State(logins): State<LoginLimiter>,
+    ClientAddr(addr): ClientAddr,
+    Notify(notifier): Notify,
+    headers: HeaderMap,
     Json(login): Json<Login>,
 ) -> Result<Response, AppError> {
+    if let Some(addr) = addr
+        && let Err(wait) = logins.take(addr)
+    {
+        let retry = wait.as_secs().max(1);
+        let error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many logins from this address: try again in {retry} s"),
+        );
+        let mut response = sse_axum::Error(error).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        return Ok(response);
+    }
     if !valid_user(&login.user) {
         return Err(invalid_user().into());
     }
@@ -127,41 +168,65 @@ pub(crate) async fn login(
         }
         principal = principal.with_groups([org]);
     }
+    end_presented_sessions(&sessions, &notifier, cookie, &headers).await?;
     let sid = sessions.create(principal).await?;
-    let cookie = format!("{COOKIE}={sid}; HttpOnly; SameSite=Lax; Path=/");
-    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
+    let set = cookie
+        .set(&sid)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad session credential"))?;
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, set)]).into_response())
 }
 
+/// `POST /api/logout`: ends the presented session and its streams on every
+/// node, and clears the cookie whatever it held (an unknown or expired
+/// cookie too).
 pub(crate) async fn logout(
     State(sessions): State<Sessions>,
-    Authenticated(_principal): Authenticated,
+    State(cookie): State<SessionCookie>,
     Notify(notifier): Notify,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let credential = sse_core::auth::cookie_value(&headers, COOKIE).map(str::to_owned);
-    if let Some(credential) = credential {
-        let removed = sessions.remove(&credential).await?;
-        if let Some(removed) = &removed
-            && let Some(session) = removed.session()
-        {
-            // The session's open streams end on every node, even one that
-            // is cut off from the hub now (the revocation is in the log);
-            // their reconnect gets 401.
-            match notifier.revoke(removed.user(), Some(session)).await {
-                Ok(()) | Err(NotifyError::Publish { .. }) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "revoking the logged-out session's streams failed");
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "logged out, but open streams could not be told",
-                    )
-                    .into());
-                }
+    end_presented_sessions(&sessions, &notifier, cookie, &headers).await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, cookie.clear())],
+    )
+        .into_response())
+}
+
+/// Ends every session the request's cookies name (a tossed cookie next to
+/// the real one included), and their open streams on every node, even one
+/// cut off from the hub now (the revocation is in the log).
+async fn end_presented_sessions(
+    sessions: &Sessions,
+    notifier: &Notifier,
+    cookie: SessionCookie,
+    headers: &HeaderMap,
+) -> Result<(), AppError> {
+    let presented: Vec<String> = sse_core::auth::cookie_values(headers, cookie.name)
+        .take(4)
+        .map(str::to_owned)
+        .collect();
+    for credential in presented {
+        let Some(removed) = sessions.remove(&credential).await? else {
+            continue;
+        };
+        let Some(session) = removed.session() else {
+            continue;
+        };
+        match notifier.revoke(removed.user(), Some(session)).await {
+            // Stored: every node ends the streams once it reads the log.
+            Ok(()) | Err(NotifyError::Publish { .. }) => {}
+            Err(error) => {
+                tracing::warn!(%error, "revoking an ended session's streams failed");
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the session ended, but its open streams could not be told",
+                )
+                .into());
             }
         }
     }
-    let expired = HeaderValue::from_static("sid=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
-    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, expired)]).into_response())
+    Ok(())
 }
 
 pub(crate) async fn session(Authenticated(principal): Authenticated) -> Json<serde_json::Value> {
@@ -177,19 +242,30 @@ pub(crate) struct PresenceQuery {
 }
 
 /// `GET /api/presence?user=NAME`: whether `NAME` has a stream open, on any
-/// node, and how many.
+/// node, and how many. Only about yourself and users who share an org with
+/// you: anyone else is `404`, the same answer as for a name nobody uses,
+/// so presence tells nothing across orgs.
 pub(crate) async fn presence(
-    Authenticated(_principal): Authenticated,
+    Authenticated(principal): Authenticated,
+    State(sessions): State<Sessions>,
     Notify(notifier): Notify,
     AppQuery(query): AppQuery<PresenceQuery>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     if !valid_name(&query.user) {
         return Err(invalid_user().into());
     }
-    let presence = notifier
-        .hub()
-        .presence(&Audience::user(query.user.as_str()))
-        .await?;
+    let user = UserId::from(query.user.as_str());
+    if &user != principal.user() {
+        let theirs = sessions.of_user(&user).await?;
+        let shared = theirs
+            .iter()
+            .flat_map(|session| session.groups())
+            .any(|group| principal.groups().contains(group));
+        if !shared {
+            return Err(ApiError::not_found("no user by that name in your org").into());
+        }
+    }
+    let presence = notifier.hub().presence(&Audience::User(user)).await?;
     Ok(Json(serde_json::json!({
         "user": query.user,
         "online": presence.is_online(),
@@ -242,9 +318,11 @@ pub(crate) struct Create {
     data: Option<serde_json::Value>,
 }
 
-/// Any logged-in user may notify any user.
+/// Any logged-in user may notify any user; the notification's `data.from`
+/// says who (set here, whatever the request's `data` held), and the page
+/// shows it.
 pub(crate) async fn create(
-    Authenticated(_sender): Authenticated,
+    Authenticated(sender): Authenticated,
     Notify(notifier): Notify,
     Json(create): Json<Create>,
 ) -> Result<Response, AppError> {
@@ -258,11 +336,13 @@ pub(crate) async fn create(
     if let Some(url) = create.action_url.filter(|url| !url.is_empty()) {
         new = new.action_url(url);
     }
-    match create.data {
-        None | Some(serde_json::Value::Null) => {}
-        Some(data @ serde_json::Value::Object(_)) => new = new.data(data),
+    let mut data = match create.data {
+        None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+        Some(serde_json::Value::Object(data)) => data,
         Some(_) => return Err(ApiError::invalid("data", "data must be a JSON object").into()),
-    }
+    };
+    data.insert("from".to_owned(), sender.user().as_str().into());
+    new = new.data(serde_json::Value::Object(data));
     let notification = match notifier.notify(new).await {
         Ok(notification) => notification,
         // Stored: clients get it when their stream reconnects and replays.
@@ -353,7 +433,7 @@ pub(crate) async fn metrics(
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            if presented != Some(token.as_str()) {
+            if !presented.is_some_and(|presented| token.matches(presented)) {
                 return Err(ApiError::unauthorized(
                     "metrics need Authorization: Bearer <the --metrics token>",
                 )

@@ -83,15 +83,37 @@ pub(crate) struct Config {
     #[arg(
         long = "origin",
         help = "The app's public origin(s), comma-separated, such as https://app.example \
-(default: the request's Host over http); writes and streams from other origins get 403",
+(default: the request's Host over http, and on a loopback address only loopback names); \
+requests from other origins get 403, streams included",
         env = "SSE_ORIGIN",
         value_name = "URL",
         value_delimiter = ','
     )]
     pub(crate) origins: Vec<Origin>,
 
+    /// Refuse cookie-carrying writes that say nothing of where they come
+    /// from: no `Origin` header and no `Sec-Fetch-Site: same-origin`. Every
+    /// browser sends one of them; without this flag such writes are
+    /// allowed, so that scripts and tools keep working (`SameSite=Lax`
+    /// already keeps the session cookie off cross-site writes).
+    #[arg(long, env = "SSE_REQUIRE_ORIGIN")]
+    pub(crate) require_origin: bool,
+
+    /// Logins per minute from one client address (a burst of as many is
+    /// allowed); past it `POST /api/login` answers `429`. 0 turns the limit
+    /// off (load tests from one address).
+    #[arg(
+        long = "login-rate",
+        env = "SSE_LOGIN_RATE",
+        value_name = "PER_MINUTE",
+        default_value = "20"
+    )]
+    pub(crate) login_rate: u32,
+
     /// Who may read /metrics: open, off, or bearer:TOKEN (then scrape with
-    /// Authorization: Bearer TOKEN).
+    /// Authorization: Bearer TOKEN; at least 16 characters). Prefer the
+    /// environment variable for a token: a command line is visible to
+    /// every user of the machine (`ps`).
     #[arg(
         long,
         env = "SSE_METRICS",
@@ -116,8 +138,10 @@ pub(crate) struct Config {
 
     /// Lets an operator broadcast to every user: `POST /api/broadcasts`
     /// with `Authorization: Bearer TOKEN`. Without it that endpoint is off.
+    /// Prefer the environment variable: a command line is visible to every
+    /// user of the machine (`ps`).
     #[arg(long, env = "SSE_ADMIN_TOKEN", value_name = "TOKEN", value_parser = token)]
-    pub(crate) admin_token: Option<AdminToken>,
+    pub(crate) admin_token: Option<Token>,
 
     /// Names this app's channels on a shared Redis or NATS (`NAME:` keys,
     /// `NAME.` subjects) or its PostgreSQL NOTIFY channel, so that two apps
@@ -126,17 +150,18 @@ pub(crate) struct Config {
     pub(crate) hub_prefix: Option<String>,
 }
 
-/// The operator's broadcast token (`--admin-token`). Its `Debug` hides it.
+/// A bearer token of the operator's (`--admin-token`, `--metrics
+/// bearer:…`). Its `Debug` hides it.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct AdminToken(pub(crate) String);
+pub(crate) struct Token(pub(crate) String);
 
-impl std::fmt::Debug for AdminToken {
+impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(..)")
+        f.write_str("Token(..)")
     }
 }
 
-impl AdminToken {
+impl Token {
     /// Whether `presented` is the token, in time that does not depend on
     /// where they first differ.
     pub(crate) fn matches(&self, presented: &str) -> bool {
@@ -145,11 +170,11 @@ impl AdminToken {
     }
 }
 
-fn token(text: &str) -> Result<AdminToken, String> {
+fn token(text: &str) -> Result<Token, String> {
     if text.len() < 16 || !text.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("takes at least 16 printable ASCII characters, no spaces".to_owned());
     }
-    Ok(AdminToken(text.to_owned()))
+    Ok(Token(text.to_owned()))
 }
 
 fn hub_prefix(text: &str) -> Result<String, String> {
@@ -171,7 +196,7 @@ fn hub_prefix(text: &str) -> Result<String, String> {
 pub(crate) enum Metrics {
     Open,
     Off,
-    Bearer(String),
+    Bearer(Token),
 }
 
 fn seconds(text: &str) -> Result<Duration, String> {
@@ -204,8 +229,10 @@ fn metrics_mode(text: &str) -> Result<Metrics, String> {
         "open" => Ok(Metrics::Open),
         "off" => Ok(Metrics::Off),
         other => match other.strip_prefix("bearer:") {
-            Some(token) if !token.is_empty() => Ok(Metrics::Bearer(token.to_owned())),
-            _ => Err(format!("takes open, off or bearer:TOKEN, not {other:?}")),
+            Some(text) => token(text)
+                .map(Metrics::Bearer)
+                .map_err(|why| format!("bearer:TOKEN {why}")),
+            None => Err("takes open, off or bearer:TOKEN".to_owned()),
         },
     }
 }
@@ -226,7 +253,10 @@ mod tests {
             "--origin",
             "https://a.example,https://b.example",
             "--metrics",
-            "bearer:s3cret",
+            "bearer:s3cret-s3cret-s3cret",
+            "--login-rate",
+            "5",
+            "--require-origin",
             "--admin-token",
             "0123456789abcdef",
             "--hub-prefix",
@@ -238,7 +268,12 @@ mod tests {
         assert_eq!(config.max_request_head, 16384);
         assert_eq!(config.heartbeat, Duration::from_millis(500));
         assert_eq!(config.origins.len(), 2);
-        assert_eq!(config.metrics, Metrics::Bearer("s3cret".into()));
+        assert_eq!(
+            config.metrics,
+            Metrics::Bearer(Token("s3cret-s3cret-s3cret".into()))
+        );
+        assert_eq!(config.login_rate, 5);
+        assert!(config.require_origin);
         let admin = config.admin_token.unwrap();
         assert!(admin.matches("0123456789abcdef"));
         assert!(!admin.matches("0123456789abcdeF"));
@@ -249,6 +284,8 @@ mod tests {
             &["--heartbeat-secs", "-1"][..],
             &["--max-connections", "0"],
             &["--metrics", "bearer:"],
+            &["--metrics", "bearer:short"],
+            &["--login-rate", "-1"],
             &["--origin", "not an origin"],
             &["--admin-token", "short"],
             &["--hub-prefix", "has.dot"],

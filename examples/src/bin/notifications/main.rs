@@ -4,6 +4,8 @@
 
 mod api;
 mod config;
+mod cookie;
+mod limit;
 mod sessions;
 
 use std::process::ExitCode;
@@ -30,7 +32,9 @@ use tower_http::timeout::TimeoutLayer;
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::config::{AdminToken, Config, Metrics};
+use crate::config::{Config, Metrics, Token};
+use crate::cookie::SessionCookie;
+use crate::limit::LoginLimiter;
 use crate::sessions::Sessions;
 
 #[derive(Clone, FromRef)]
@@ -41,16 +45,28 @@ struct AppState {
     metrics: Metrics,
     origins: Origins,
     admin: Admin,
+    cookie: SessionCookie,
+    logins: LoginLimiter,
 }
 
 /// Who may broadcast to every user (`--admin-token`), if anyone.
 #[derive(Clone, Debug)]
-struct Admin(Option<AdminToken>);
+struct Admin(Option<Token>);
 
-/// The origins writes and streams may come from: configured, or else the
-/// request's own `Host` over http.
+/// Where requests may come from.
 #[derive(Clone, Debug)]
-struct Origins(Arc<[Origin]>);
+struct Origins {
+    /// The origins writes and streams may come from: configured, or else
+    /// the request's own `Host` over http.
+    allowed: Arc<[Origin]>,
+    /// `--require-origin`: a cookie-carrying write must say where it
+    /// comes from.
+    required: bool,
+    /// With no origin configured on a loopback address: only loopback
+    /// names in `Host`, so that a page on another name that resolves here
+    /// (DNS rebinding) is refused rather than taken for our own origin.
+    loopback_only: bool,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -99,6 +115,10 @@ fn install_prometheus() -> Result<PrometheusHandle, String> {
 
 async fn run(config: Config) -> Result<(), String> {
     let prometheus = install_prometheus()?;
+    let cookie = SessionCookie::for_origins(
+        &config.origins,
+        sse_core::auth::DEFAULT_SESSION_LIFETIME.as_secs(),
+    );
     let hub = connect_hub(&config).await?;
     // Each store is the event log and the notification inbox at once.
     let (notifier, sessions) = if config.store == "memory" {
@@ -125,7 +145,7 @@ async fn run(config: Config) -> Result<(), String> {
         (Notifier::with_store(Arc::new(store), hub), sessions)
     };
     let mut builder = SseService::builder(CookieSessionAuthenticator::new(
-        api::COOKIE,
+        cookie.name,
         sessions.clone(),
     ))
     .notifier(&notifier)
@@ -145,25 +165,39 @@ async fn run(config: Config) -> Result<(), String> {
         builder = builder.allowed_origins(config.origins.iter().cloned());
     }
     let sse = builder.build();
+    let listener = tokio::net::TcpListener::bind(&config.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if config.origins.is_empty() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "no --origin given: writes are checked against the request's own Host; \
+             name the app's public origin with --origin"
+        );
+    }
     let app = router(
         AppState {
             sse: sse.clone(),
             prometheus,
             sessions,
             metrics: config.metrics.clone(),
-            origins: Origins(config.origins.clone().into()),
+            origins: Origins {
+                allowed: config.origins.clone().into(),
+                required: config.require_origin,
+                loopback_only: config.origins.is_empty() && addr.ip().is_loopback(),
+            },
             admin: Admin(config.admin_token.clone()),
+            cookie,
+            logins: LoginLimiter::per_minute(config.login_rate),
         },
         config.request_timeout,
     );
 
-    let listener = tokio::net::TcpListener::bind(&config.addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Store and hub URLs may carry passwords: never printed as given.
     println!(
         "notifications demo listening on http://{addr} (store {}, hub {})",
-        config.store, config.hub
+        sse_core::redact_url(&config.store),
+        sse_core::redact_url(&config.hub)
     );
     // Connections capped, request heads bounded in time, stalled readers
     // closed: see sse_tower::serve.
@@ -261,6 +295,18 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
+/// `127.0.0.1`, `localhost` or `[::1]`, with any port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().map(|ip| format!("[{ip}]")),
+        None => host.split(':').next().map(str::to_owned),
+    };
+    name.is_some_and(|name| {
+        let name = name.to_ascii_lowercase();
+        name == "localhost" || name == "127.0.0.1" || name == "[::1]"
+    })
+}
+
 async fn static_file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
@@ -271,31 +317,62 @@ async fn static_file(content_type: &'static str, body: &'static str) -> impl Int
     )
 }
 
-/// Refuses state-changing requests that a browser sent from another
-/// origin (defence in depth next to `SameSite=Lax` and JSON bodies), and
-/// sets the page's security headers on every response.
+/// Refuses requests that a browser sent from another origin (for writes,
+/// defence in depth next to `SameSite=Lax` and JSON bodies; for streams,
+/// what keeps other sites from opening them), requests naming a host this
+/// server does not answer to, and (`--require-origin`) cookie writes that
+/// say nothing of their origin; sets the page's security headers on every
+/// response.
 async fn same_origin_writes(
-    State(Origins(allowed)): State<Origins>,
+    State(origins): State<Origins>,
     request: Request,
     next: Next,
 ) -> Response {
+    let headers = request.headers();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if origins.loopback_only && !host.is_some_and(is_loopback_host) {
+        let error = ApiError::bad_request(
+            "this server answers only to 127.0.0.1, localhost and [::1]: \
+             start it with --origin to serve another name",
+        );
+        return sse_axum::Error(error).into_response();
+    }
     let writes = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if writes {
-        let own = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|host| Origin::from_host("http", host).ok());
-        let allowed_here: Vec<Origin> = if allowed.is_empty() {
+    // Browsers send `Origin` on every cross-origin request (and on
+    // same-origin writes): one from elsewhere gets 403, stream and page
+    // included; an app that wants cross-origin streams names its origins.
+    let origin = RequestOrigin::of(headers);
+    if !matches!(origin, RequestOrigin::Absent) {
+        let own = host.and_then(|host| Origin::from_host("http", host).ok());
+        let allowed_here: Vec<Origin> = if origins.allowed.is_empty() {
             own.into_iter().collect()
         } else {
-            allowed.to_vec()
+            origins.allowed.to_vec()
         };
-        if !RequestOrigin::of(request.headers()).is_allowed(&allowed_here) {
-            let error = ApiError::forbidden("cross-origin requests may not change notifications");
+        if !origin.is_allowed(&allowed_here) {
+            let error = ApiError::forbidden(
+                "cross-origin requests are refused: start the app with --origin to allow one",
+            );
+            return sse_axum::Error(error).into_response();
+        }
+    }
+    if writes {
+        // No Origin: a browser says `Sec-Fetch-Site` instead (or is one old
+        // enough to send neither on a same-origin request).
+        let same_site_fetch = headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"same-origin");
+        if origins.required
+            && matches!(origin, RequestOrigin::Absent)
+            && !same_site_fetch
+            && headers.contains_key(header::COOKIE)
+        {
+            let error = ApiError::forbidden(
+                "writes with a session cookie need an Origin header (--require-origin)",
+            );
             return sse_axum::Error(error).into_response();
         }
     }

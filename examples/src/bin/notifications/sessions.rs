@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use sse_core::auth::BoxError;
-use sse_core::{InMemorySessions, Principal, SessionLookup, StoreError};
+use sse_core::{InMemorySessions, Principal, SessionLookup, StoreError, UserId};
 use sse_redis::RedisSessions;
 use sse_sqlx::SqlSessions;
 
@@ -34,6 +34,15 @@ impl Sessions {
             Self::Memory(sessions) => Ok(sessions.remove(credential)),
             Self::Sql(sessions) => sessions.remove(credential).await,
             Self::Redis(sessions) => sessions.remove(credential).await,
+        }
+    }
+
+    /// The user's live sessions (for the orgs they are in).
+    pub(crate) async fn of_user(&self, user: &UserId) -> Result<Vec<Principal>, StoreError> {
+        match self {
+            Self::Memory(sessions) => Ok(sessions.of_user(user)),
+            Self::Sql(sessions) => sessions.of_user(user).await,
+            Self::Redis(sessions) => sessions.of_user(user).await,
         }
     }
 }
