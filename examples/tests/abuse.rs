@@ -345,7 +345,7 @@ async fn slow_and_idle_connections_are_closed_and_capped() {
     // A body sent at 1 byte per 100 ms: the request times out with 408.
     let mut slow_body = tokio::net::TcpStream::connect(&authority).await.unwrap();
     let head = format!(
-        "POST /api/notifications HTTP/1.1\r\nHost: x\r\nCookie: {alice}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        "POST /api/notifications HTTP/1.1\r\nHost: {authority}\r\nCookie: {alice}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
     );
     slow_body.write_all(head.as_bytes()).await.unwrap();
     let dribble_body = tokio::spawn(async move {

@@ -80,7 +80,9 @@ pub(crate) struct StreamState {
     /// position order without gaps (see `sse_core::log`), so any other one
     /// is the next to send.
     watermark: Cursor,
-    wrote_since_tick: bool,
+    /// When the last chunk went out: a heartbeat follows `heartbeat` after
+    /// it, never later (the stream announces that interval to clients).
+    last_write: Instant,
     next_heartbeat: Option<Instant>,
     deadline: Option<Instant>,
     /// When the principal's credentials expire (see `Principal::expires_at`).
@@ -153,7 +155,7 @@ impl SseBody {
             subscription,
             pending: prelude.into(),
             watermark,
-            wrote_since_tick: true,
+            last_write: now,
             next_heartbeat,
             deadline,
             expiry,
@@ -271,6 +273,7 @@ impl StreamState {
         self.shared
             .metrics
             .delivered(self.delivered - delivered_before);
+        self.last_write = Instant::now();
         Poll::Ready(Some(batch.map_or(first, BytesMut::freeze)))
     }
 
@@ -289,7 +292,6 @@ impl StreamState {
         }
         loop {
             if let Some(frame) = self.pending.pop_front() {
-                self.wrote_since_tick = true;
                 return Poll::Ready(Some(frame));
             }
             if let Some(cause) = self.closing {
@@ -406,7 +408,6 @@ impl StreamState {
             if self.shared.config.idle_timeout.is_some() {
                 self.last_delivery = Instant::now();
             }
-            self.wrote_since_tick = true;
             return Some(event.into_frame());
         }
     }
@@ -433,12 +434,16 @@ impl StreamState {
         if let (Some(every), Some(due)) = (self.shared.config.heartbeat, self.next_heartbeat)
             && now >= due
         {
-            if !self.wrote_since_tick {
+            // Due `every` after the last write, not after the last tick
+            // (which let silences reach twice the interval).
+            let silent_until = self.last_write + every;
+            if now >= silent_until {
                 self.pending.push_back(self.shared.heartbeat.clone());
                 self.shared.metrics.heartbeat();
+                self.next_heartbeat = Some(now + every);
+            } else {
+                self.next_heartbeat = Some(silent_until);
             }
-            self.wrote_since_tick = false;
-            self.next_heartbeat = Some(now + every);
         }
     }
 

@@ -150,8 +150,11 @@ impl SseServiceBuilder {
     }
 
     /// How often an idle stream sends a comment line, keeping proxies from
-    /// timing it out and detecting dead peers. A stream that sent an event
-    /// during the interval skips the heartbeat.
+    /// timing it out and detecting dead peers: a heartbeat goes out once the
+    /// stream has written nothing for `interval`, so no silence on it is
+    /// longer (the `connected` event announces the interval as
+    /// `heartbeatMs`, and clients may treat a longer silence as a dead
+    /// stream). A stream busy with events sends none.
     pub fn heartbeat(mut self, interval: Duration) -> Self {
         self.config.heartbeat = Some(interval.max(Duration::from_millis(1)));
         self

@@ -114,6 +114,37 @@ async fn heartbeats_arrive_on_the_interval_when_idle() {
     assert!(f.sse.metrics().heartbeats >= 3);
 }
 
+/// No silence is longer than the interval the stream announces, whenever
+/// the last event went out (heartbeats once came a whole tick after the
+/// tick that saw an event: up to twice the interval).
+#[tokio::test]
+async fn no_silence_outlasts_the_heartbeat_interval() {
+    let every = Duration::from_millis(200);
+    let f = start(|b| b.heartbeat(every)).await;
+    let mut stream = f.open("alice").await;
+    // Events at odd moments between the ticks, then silence.
+    for wait in [30, 170, 60, 110] {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        f.notify("alice", "now").await;
+    }
+    let mut last = Instant::now();
+    let mut longest = Duration::ZERO;
+    let mut heartbeats = 0;
+    while heartbeats < 4 {
+        let item = stream.next_item(SECOND).await.unwrap().unwrap();
+        let now = Instant::now();
+        longest = longest.max(now - last);
+        last = now;
+        if matches!(item, Item::Comment(_)) {
+            heartbeats += 1;
+        }
+    }
+    assert!(
+        longest < every + Duration::from_millis(60),
+        "a silence of {longest:?} on a {every:?} heartbeat"
+    );
+}
+
 #[tokio::test]
 async fn a_busy_stream_skips_heartbeats() {
     let f = start(|b| b.heartbeat(Duration::from_millis(100))).await;

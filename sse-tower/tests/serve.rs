@@ -68,14 +68,52 @@ async fn connections_that_send_nothing_or_dribble_their_head_are_closed_on(mode:
 }
 
 #[tokio::test]
-async fn past_the_connection_cap_new_clients_wait_for_a_free_slot() {
+async fn past_the_connection_cap_new_clients_are_told_to_retry_at_once() {
     for mode in MODES {
-        past_the_connection_cap_new_clients_wait_for_a_free_slot_on(mode).await;
+        past_the_connection_cap_new_clients_are_told_to_retry_at_once_on(mode).await;
     }
 }
 
-async fn past_the_connection_cap_new_clients_wait_for_a_free_slot_on(mode: Mode) {
+async fn past_the_connection_cap_new_clients_are_told_to_retry_at_once_on(mode: Mode) {
     let server = start_on(mode, |s| s.max_connections(2)).await;
+    let first = stream_request()
+        .header("cookie", "sid=alice")
+        .send(&server.addr)
+        .await
+        .unwrap();
+    let _second = stream_request()
+        .header("cookie", "sid=bob")
+        .send(&server.addr)
+        .await
+        .unwrap();
+    // A health check and a third stream hear at once that the server is
+    // full, rather than hanging until a stream ends.
+    for request in [
+        Request::get("/healthz"),
+        stream_request().header("cookie", "sid=alice"),
+    ] {
+        let started = Instant::now();
+        let busy = tokio::time::timeout(SECOND, request.send(&server.addr))
+            .await
+            .expect("no answer at the connection cap")
+            .unwrap();
+        assert_eq!(busy.status(), 503, "{mode:?}");
+        assert_eq!(busy.header("retry-after"), Some("1"));
+        assert!(started.elapsed() < SECOND);
+    }
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = stream_request()
+        .header("cookie", "sid=alice")
+        .send(&server.addr)
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 200, "a freed slot was not reused");
+}
+
+#[tokio::test]
+async fn without_busy_slots_new_clients_wait_for_a_free_slot() {
+    let server = start(|s| s.max_connections(2).busy_connections(0)).await;
     let first = stream_request()
         .header("cookie", "sid=alice")
         .send(&server.addr)
@@ -89,7 +127,7 @@ async fn past_the_connection_cap_new_clients_wait_for_a_free_slot_on(mode: Mode)
     let third = tokio::spawn({
         let addr = server.addr.clone();
         async move {
-            Request::get("/events")
+            stream_request()
                 .header("cookie", "sid=alice")
                 .send(&addr)
                 .await

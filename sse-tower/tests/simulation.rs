@@ -35,7 +35,10 @@ use sse_tower::SseService;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// The principals clients connect as; ids as hostile as apps' inputs get.
+/// The principals clients connect as; ids as hostile as apps' inputs get
+/// and `Principal::check_ids` lets through (CR, LF and NUL are refused at
+/// connect: publishers still write to such audiences, below, and nobody
+/// may receive those events).
 fn principals() -> Vec<Principal> {
     vec![
         Principal::new("ada")
@@ -48,9 +51,9 @@ fn principals() -> Vec<Principal> {
         Principal::new("bob")
             .with_session("bob-1")
             .with_groups(["acme", "globex"]),
-        Principal::new("x\ndata: evil")
+        Principal::new("x\tdata: évil %0A")
             .with_session("evil")
-            .with_groups(["acme\n"]),
+            .with_groups(["acme\t", "u:x"]),
         Principal::new("x")
             .with_session("x-1")
             .with_topics(["deploys"]),
@@ -68,9 +71,12 @@ fn audiences() -> Vec<Audience> {
         Audience::user("bob"),
         Audience::user("x"),
         Audience::user("x\ndata: evil"),
+        Audience::user("x\tdata: évil %0A"),
         Audience::user("nobody"),
         Audience::group("acme"),
         Audience::group("acme\n"),
+        Audience::group("acme\t"),
+        Audience::group("u:x"),
         Audience::group("globex"),
         Audience::topic("deploys"),
         Audience::topic("u:x"),

@@ -33,7 +33,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::{RemoteAddr, RequestBody};
+use super::hyper::Start;
+use super::{RemoteAddr, RequestBody, host};
 use crate::ConnectionCloser;
 
 /// Headers a direct request may carry at most; more go to hyper.
@@ -41,8 +42,15 @@ const MAX_HEADERS: usize = 64;
 
 /// What became of a connection's first request.
 pub(super) enum Outcome {
-    /// Serve the connection with hyper, these bytes first.
-    HandOff(TcpStream, Bytes),
+    /// Serve the connection with hyper, `read` first.
+    HandOff {
+        socket: TcpStream,
+        read: Bytes,
+        /// `AfterResponse` once a response went out on it (HTTP/1.1 only).
+        start: Start,
+        /// When the first request head was due (`None` after a response).
+        head_deadline: Option<Instant>,
+    },
     /// The connection is done.
     Closed,
 }
@@ -66,9 +74,15 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    match read_head(&mut socket, stopping, limits).await {
+    let head_deadline = Instant::now() + limits.header_read_timeout;
+    match read_head(&mut socket, stopping, limits, head_deadline).await {
         Head::Closed => Outcome::Closed,
-        Head::Other(read) => Outcome::HandOff(socket, read),
+        Head::Other(read) => Outcome::HandOff {
+            socket,
+            read,
+            start: Start::Fresh,
+            head_deadline: Some(head_deadline),
+        },
         Head::Stream {
             request,
             rest,
@@ -82,7 +96,12 @@ where
             };
             let keep_alive = exchange.respond(service, *request, addr, keep_alive).await;
             if keep_alive && !*stopping.borrow() {
-                Outcome::HandOff(exchange.socket, exchange.pending.into())
+                Outcome::HandOff {
+                    socket: exchange.socket,
+                    read: exchange.pending.into(),
+                    start: Start::AfterResponse,
+                    head_deadline: None,
+                }
             } else {
                 Outcome::Closed
             }
@@ -106,11 +125,11 @@ async fn read_head(
     socket: &mut TcpStream,
     stopping: &mut watch::Receiver<bool>,
     limits: &Limits,
+    deadline: Instant,
 ) -> Head {
     if *stopping.borrow() {
         return Head::Closed;
     }
-    let deadline = Instant::now() + limits.header_read_timeout;
     let mut read = Vec::with_capacity(limits.max_head.min(2048));
     loop {
         if read.len() == read.capacity() {
@@ -193,7 +212,7 @@ fn stream_request(head: &httparse::Request<'_, '_>) -> Option<(Request<RequestBo
         if name == CONTENT_LENGTH && value != "0" {
             return None;
         }
-        if name == ACCEPT && contains(value.as_bytes(), b"text/event-stream") {
+        if name == ACCEPT && accepts_event_stream(value.as_bytes()) {
             wants_stream = true;
         }
         if name == CONNECTION && has_token(value.as_bytes(), "close") {
@@ -201,7 +220,8 @@ fn stream_request(head: &httparse::Request<'_, '_>) -> Option<(Request<RequestBo
         }
         headers.append(name, value);
     }
-    if !wants_stream {
+    // A bad `Host` is hyper's to refuse, with the `400` it gets there.
+    if !wants_stream || !host::is_valid(Version::HTTP_11, &headers) {
         return None;
     }
     let mut request = Request::new(RequestBody::empty());
@@ -212,10 +232,32 @@ fn stream_request(head: &httparse::Request<'_, '_>) -> Option<(Request<RequestBo
     Some((request, keep_alive))
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window.eq_ignore_ascii_case(needle))
+/// Whether an `Accept` value names `text/event-stream` with a weight
+/// above zero (RFC 9110 §12.5.1: `q=0` means "not acceptable").
+fn accepts_event_stream(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|range| {
+        let mut parts = range.split(|&b| b == b';');
+        let media = parts.next().unwrap_or_default().trim_ascii();
+        if !media.eq_ignore_ascii_case(b"text/event-stream") {
+            return false;
+        }
+        parts.all(|param| {
+            let param = param.trim_ascii();
+            let Some(weight) = param
+                .strip_prefix(b"q=")
+                .or_else(|| param.strip_prefix(b"Q="))
+            else {
+                return true;
+            };
+            // `0`, `0.`, `0.000`: zero; anything else (`1`, `0.5`) is not.
+            !(weight.first() == Some(&b'0')
+                && weight[1..]
+                    .strip_prefix(b".")
+                    .unwrap_or(&weight[1..])
+                    .iter()
+                    .all(|&b| b == b'0'))
+        })
+    })
 }
 
 fn has_token(value: &[u8], token: &str) -> bool {
@@ -238,8 +280,9 @@ struct Exchange {
 enum Framing {
     /// No body (`204`, `304`).
     None,
-    /// `Content-Length`: the bytes as they are.
-    Length,
+    /// `Content-Length`: exactly this many bytes, as they are; more are cut
+    /// off, fewer close the connection (as hyper does).
+    Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
 }
@@ -276,11 +319,28 @@ impl Exchange {
         drop(service);
         let (mut parts, body) = response.into_parts();
         let mut body = std::pin::pin!(body);
-        let framing = framing(&mut parts, body.as_ref().get_ref());
+        let framing = match framing(&mut parts, body.as_ref().get_ref()) {
+            Ok(framing) => framing,
+            // What hyper does with each, so that the two paths agree
+            // (tests/differential.rs): a 1xx as the final answer becomes a
+            // `500` and a close; a `Content-Length` that is not one number,
+            // a close with nothing written.
+            Err(Unsendable::Informational) => {
+                let _ = self.write(&mut [IoSlice::new(&internal_error())]).await;
+                return false;
+            }
+            Err(Unsendable::BadLength) => return false,
+        };
+        let keep_alive = keep_alive && !says_close(&parts.headers);
         let mut head = head(&parts, framing, keep_alive);
         drop(parts);
+        let mut left = match framing {
+            Framing::Length(len) => Some(len),
+            _ => None,
+        };
         // Most streams have their first event ready: send it with the head.
-        let mut ended = framing == Framing::None;
+        let mut ended = framing == Framing::None || left == Some(0);
+        let mut complete = true;
         if !ended {
             match body
                 .as_mut()
@@ -288,23 +348,28 @@ impl Exchange {
             {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
+                        let data = clip(data, &mut left);
                         frame_into(&mut head, &data, framing);
+                        ended = left == Some(0);
                     }
                 }
                 Poll::Ready(Some(Err(error))) => return failed(error),
-                Poll::Ready(None) => ended = true,
+                Poll::Ready(None) => {
+                    ended = true;
+                    complete = left.is_none_or(|left| left == 0);
+                }
                 Poll::Pending => {}
             }
         }
         if ended && framing == Framing::Chunked {
             head.extend_from_slice(b"0\r\n\r\n");
         }
-        if !self.write(&mut [IoSlice::new(&head)]).await {
+        if !self.write(&mut [IoSlice::new(&head)]).await || !complete {
             return false;
         }
         drop(head);
         if !ended {
-            if !self.stream(body, framing).await {
+            if !self.stream(body, framing, &mut left).await {
                 return false;
             }
             if framing == Framing::Chunked && !self.write(&mut [IoSlice::new(b"0\r\n\r\n")]).await {
@@ -316,7 +381,12 @@ impl Exchange {
 
     /// Writes the body's frames as they come; `false` if the connection
     /// must close (client gone, closer fired, body failed).
-    async fn stream<B>(&mut self, mut body: Pin<&mut B>, framing: Framing) -> bool
+    async fn stream<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        framing: Framing,
+        left: &mut Option<u64>,
+    ) -> bool
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -332,12 +402,15 @@ impl Exchange {
             };
             match step {
                 Step::Closed => return false,
-                Step::Frame(None) => return true,
+                // A body shorter than its `Content-Length` cannot be
+                // framed: the connection must close.
+                Step::Frame(None) => return left.is_none_or(|left| left == 0),
                 Step::Frame(Some(Err(error))) => return failed(error),
                 Step::Frame(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers: not sent on a stream
                     };
+                    let data = clip(data, left);
                     if data.is_empty() {
                         continue; // an empty chunk would end the body
                     }
@@ -355,6 +428,9 @@ impl Exchange {
                     };
                     if !written {
                         return false;
+                    }
+                    if *left == Some(0) {
+                        return true; // what is left of the body is cut off
                     }
                 }
                 Step::Readable(Err(_)) => return false,
@@ -408,23 +484,71 @@ fn failed(error: impl Into<Box<dyn StdError + Send + Sync>>) -> bool {
     false
 }
 
+/// Why a response cannot be written as the service gave it.
+enum Unsendable {
+    /// A 1xx as the final response.
+    Informational,
+    /// A `Content-Length` that is not one number.
+    BadLength,
+}
+
 /// Chooses the framing and sets the headers that say it.
-fn framing(parts: &mut http::response::Parts, body: &impl Body) -> Framing {
-    if parts.status.is_informational()
-        || parts.status == StatusCode::NO_CONTENT
-        || parts.status == StatusCode::NOT_MODIFIED
-    {
-        return Framing::None;
+fn framing(parts: &mut http::response::Parts, body: &impl Body) -> Result<Framing, Unsendable> {
+    if parts.status.is_informational() {
+        return Err(Unsendable::Informational);
     }
-    if parts.headers.contains_key(CONTENT_LENGTH) {
-        return Framing::Length;
+    if parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::None);
+    }
+    let mut lengths = parts.headers.get_all(CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let len = content_length(first).ok_or(Unsendable::BadLength)?;
+        if lengths.any(|other| content_length(other) != Some(len)) {
+            return Err(Unsendable::BadLength);
+        }
+        return Ok(Framing::Length(len));
     }
     if let Some(len) = body.size_hint().exact() {
         parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-        return Framing::Length;
+        return Ok(Framing::Length(len));
     }
     parts.headers.remove(TRANSFER_ENCODING);
-    Framing::Chunked
+    Ok(Framing::Chunked)
+}
+
+fn content_length(value: &HeaderValue) -> Option<u64> {
+    let digits = value.as_bytes();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// What `left` (bytes owed under `Content-Length`) lets through of `data`.
+fn clip(mut data: Bytes, left: &mut Option<u64>) -> Bytes {
+    if let Some(left) = left {
+        let keep = usize::try_from(*left).map_or(data.len(), |left| left.min(data.len()));
+        data.truncate(keep);
+        *left -= keep as u64;
+    }
+    data
+}
+
+/// Whether the service's response says `Connection: close`.
+fn says_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|value| has_token(value.as_bytes(), "close"))
+}
+
+/// What a response that cannot be sent becomes.
+fn internal_error() -> Vec<u8> {
+    format!(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\ndate: {}\r\n\r\n",
+        httpdate::fmt_http_date(SystemTime::now())
+    )
+    .into_bytes()
 }
 
 fn head(parts: &http::response::Parts, framing: Framing, keep_alive: bool) -> Vec<u8> {
@@ -449,7 +573,7 @@ fn head(parts: &http::response::Parts, framing: Framing, keep_alive: bool) -> Ve
     if framing == Framing::Chunked {
         head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    if !keep_alive {
+    if !keep_alive && !says_close(&parts.headers) {
         head.extend_from_slice(b"connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
@@ -527,11 +651,73 @@ mod tests {
     #[test]
     fn connection_close_is_honoured() {
         let Parsed::Stream { keep_alive, .. } = parsed(
-            "GET / HTTP/1.1\r\nAccept: TEXT/EVENT-STREAM\r\nConnection: keep-alive, Close\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nAccept: TEXT/EVENT-STREAM\r\nConnection: keep-alive, Close\r\n\r\n",
         ) else {
             panic!("not taken");
         };
         assert!(!keep_alive);
+    }
+
+    #[test]
+    fn accept_is_read_as_media_ranges_with_weights() {
+        for taken in [
+            "text/event-stream",
+            "TEXT/Event-Stream",
+            "text/html, text/event-stream;q=0.5",
+            "text/event-stream; charset=utf-8",
+            "text/event-stream;q=1",
+            "text/event-stream; q=0.001",
+        ] {
+            assert!(accepts_event_stream(taken.as_bytes()), "{taken:?}");
+        }
+        for refused in [
+            "text/event-stream;q=0",
+            "text/event-stream; q=0.000",
+            "text/event-stream;Q=0.",
+            "text/event-streams",
+            "application/json; x=text/event-stream",
+            "*/*",
+        ] {
+            assert!(!accepts_event_stream(refused.as_bytes()), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn a_stream_request_without_one_good_host_is_left_to_hyper() {
+        for head in [
+            "GET /e HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+            "GET /e HTTP/1.1\r\nHost: a\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n",
+            "GET /e HTTP/1.1\r\nHost: a b/c@d\r\nAccept: text/event-stream\r\n\r\n",
+        ] {
+            assert!(matches!(parsed(head), Parsed::Other), "{head:?}");
+        }
+    }
+
+    #[test]
+    fn content_length_is_one_number_and_cuts_what_exceeds_it() {
+        assert_eq!(content_length(&HeaderValue::from_static("42")), Some(42));
+        for bad in [
+            "",
+            "+1",
+            "-1",
+            "1,1",
+            " 1",
+            "0x10",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                content_length(&HeaderValue::from_static(bad)),
+                None,
+                "{bad:?}"
+            );
+        }
+        let mut left = Some(5);
+        assert_eq!(clip(Bytes::from_static(b"abc"), &mut left), "abc");
+        assert_eq!(clip(Bytes::from_static(b"defg"), &mut left), "de");
+        assert_eq!(left, Some(0));
+        assert_eq!(clip(Bytes::from_static(b"h"), &mut left), "");
+        let mut unbounded = None;
+        assert_eq!(clip(Bytes::from_static(b"all"), &mut unbounded), "all");
     }
 
     proptest::proptest! {

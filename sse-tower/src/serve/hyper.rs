@@ -19,19 +19,33 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::Instant;
 use tower_service::Service;
 
+use super::host;
 use super::http2::Http2;
 use super::idle::{Activity, Tracked, TrackedBody};
 use super::rewind::Rewind;
 use super::{RemoteAddr, RequestBody};
 use crate::ConnectionCloser;
 
-/// How hyper serves connections: HTTP/1.1 and HTTP/2 (prior knowledge), or
-/// HTTP/1.1 alone.
-pub(super) enum Protocols {
-    Auto(auto::Builder<TokioExecutor>),
-    Http1(http1::Builder),
+/// How hyper serves connections: HTTP/1.1 always, and HTTP/2 (prior
+/// knowledge) on a connection's first bytes unless turned off.
+pub(super) struct Protocols {
+    http1: http1::Builder,
+    /// `None`: HTTP/1 only.
+    auto: Option<auto::Builder<TokioExecutor>>,
+}
+
+/// Which protocols a connection handed to hyper may speak.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    /// At its first byte: HTTP/1.1, or HTTP/2 by prior knowledge.
+    Fresh,
+    /// After a response the direct writer sent: HTTP/1.1 only, since
+    /// prior knowledge starts a connection (RFC 9113 §3.3) and this one
+    /// already carried a request.
+    AfterResponse,
 }
 
 impl Protocols {
@@ -41,26 +55,26 @@ impl Protocols {
         max_read_buffer: Option<usize>,
         http2: &Http2,
     ) -> Self {
-        if http1_only {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout);
-            if let Some(bytes) = max_read_buffer {
-                builder.max_buf_size(bytes);
-            }
-            return Self::Http1(builder);
-        }
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout);
         if let Some(bytes) = max_read_buffer {
-            builder.http1().max_buf_size(bytes);
+            http1.max_buf_size(bytes);
         }
-        http2.apply(&mut builder);
-        Self::Auto(builder)
+        let auto = (!http1_only).then(|| {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            if let Some(bytes) = max_read_buffer {
+                builder.http1().max_buf_size(bytes);
+            }
+            http2.apply(&mut builder);
+            builder
+        });
+        Self { http1, auto }
     }
 }
 
@@ -83,6 +97,9 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     /// Serves `io` in a task of its own, holding `permit` until it closes.
+    /// A fresh connection whose first request has not begun by
+    /// `head_deadline` is closed then: hyper's head timer would start over
+    /// on the bytes the direct writer already read.
     ///
     /// Two spawns, not one future that matches: a task is as large as its
     /// largest state, and HTTP/2's would size every HTTP/1 connection's.
@@ -90,34 +107,34 @@ where
         self,
         protocols: &Arc<Protocols>,
         io: Rewind,
+        start: Start,
+        head_deadline: Option<Instant>,
         addr: SocketAddr,
         permit: OwnedSemaphorePermit,
     ) {
         let protocols = protocols.clone();
-        match &*protocols {
-            Protocols::Http1(_) => {
-                tokio::spawn(async move {
-                    if let Protocols::Http1(builder) = &*protocols {
-                        let (service, closer, activity) = self.with_connection(addr);
-                        let connection = builder
-                            .serve_connection(TokioIo::new(io), service)
-                            .with_upgrades();
-                        self.drive(connection, closer, activity).await;
-                    }
-                    drop(permit);
-                });
-            }
-            Protocols::Auto(_) => {
-                tokio::spawn(async move {
-                    if let Protocols::Auto(builder) = &*protocols {
-                        let (service, closer, activity) = self.with_connection(addr);
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                        self.drive(connection, closer, activity).await;
-                    }
-                    drop(permit);
-                });
-            }
+        if start == Start::Fresh && protocols.auto.is_some() {
+            tokio::spawn(async move {
+                if let Some(builder) = &protocols.auto {
+                    let (service, closer, activity) = self.with_connection(addr);
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                    self.drive(connection, closer, activity, head_deadline)
+                        .await;
+                }
+                drop(permit);
+            });
+        } else {
+            tokio::spawn(async move {
+                let (service, closer, activity) = self.with_connection(addr);
+                let connection = protocols
+                    .http1
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades();
+                self.drive(connection, closer, activity, head_deadline)
+                    .await;
+                drop(permit);
+            });
         }
     }
 
@@ -141,22 +158,26 @@ where
     }
 
     /// Runs `connection` until it ends, its closer fires, it goes without
-    /// a request in flight for the idle timeout, or a graceful shutdown has
-    /// drained it.
+    /// a request in flight for the idle timeout, its first request has not
+    /// begun by `head_deadline`, or a graceful shutdown has drained it.
     async fn drive<C: Served>(
         mut self,
         connection: C,
         closer: ConnectionCloser,
         activity: Activity,
+        head_deadline: Option<Instant>,
     ) {
         let mut connection = std::pin::pin!(connection);
         let idle = activity.idle_for(self.idle_timeout);
         let mut idle = std::pin::pin!(idle);
         // After a graceful shutdown, a peer that never reads the `GOAWAY`
         // (or the last bytes) does not hold the connection for long.
-        let hard_stop = tokio::time::sleep(Duration::MAX);
+        let hard_stop = tokio::time::sleep_until(far_future());
         let mut hard_stop = std::pin::pin!(hard_stop);
         let mut stopping_hard = false;
+        let first_head = tokio::time::sleep_until(head_deadline.unwrap_or_else(far_future));
+        let mut first_head = std::pin::pin!(first_head);
+        let mut awaiting_head = head_deadline.is_some();
         let mut draining = *self.stopping.borrow();
         if draining {
             connection.as_mut().shut_down();
@@ -176,6 +197,12 @@ where
                     stopping_hard = true;
                 }
                 () = &mut hard_stop, if stopping_hard => return,
+                () = &mut first_head, if awaiting_head => {
+                    if !activity.ever_started() {
+                        return;
+                    }
+                    awaiting_head = false;
+                }
                 changed = self.stopping.changed(), if !draining => {
                     if changed.is_err() || *self.stopping.borrow() {
                         draining = true;
@@ -185,6 +212,10 @@ where
             }
         }
     }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 /// How long an idle connection has to close after its graceful shutdown.
@@ -252,6 +283,11 @@ where
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let in_flight = self.activity.start();
+        if !host::is_valid(request.version(), request.headers()) {
+            // RFC 9112 §3.2; the answer says `Connection: close`, so
+            // hyper closes after it as after its own `400`s.
+            return Tracked::answered(host::bad_request(), in_flight);
+        }
         let mut request = request.map(RequestBody::from);
         let extensions = request.extensions_mut();
         extensions.insert(self.addr);

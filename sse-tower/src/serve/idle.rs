@@ -25,6 +25,7 @@ use tokio::time::Instant;
 struct State {
     in_flight: usize,
     idle_since: Instant,
+    ever_started: bool,
 }
 
 /// One connection's activity, shared by its requests.
@@ -38,16 +39,25 @@ impl Activity {
         let (state, _) = watch::channel(State {
             in_flight: 0,
             idle_since: Instant::now(),
+            ever_started: false,
         });
         Self { state }
     }
 
     /// A request started; it is in flight until the guard drops.
     pub(super) fn start(&self) -> InFlight {
-        self.state.send_modify(|state| state.in_flight += 1);
+        self.state.send_modify(|state| {
+            state.in_flight += 1;
+            state.ever_started = true;
+        });
         InFlight {
             activity: self.clone(),
         }
+    }
+
+    /// Whether any request has started on the connection.
+    pub(super) fn ever_started(&self) -> bool {
+        self.state.borrow().ever_started
     }
 
     /// Resolves once no request has been in flight for `timeout`.
@@ -86,18 +96,34 @@ impl Drop for InFlight {
 }
 
 pin_project! {
-    /// A service's response future, whose body keeps the request in flight.
-    pub(super) struct Tracked<F> {
-        #[pin]
-        inner: F,
-        in_flight: Option<InFlight>,
+    /// A service's response future, whose body keeps the request in flight;
+    /// or the answer `serve` gives itself (a `400` for a bad `Host`).
+    #[project = TrackedProj]
+    pub(super) enum Tracked<F> {
+        Call {
+            #[pin]
+            inner: F,
+            in_flight: Option<InFlight>,
+        },
+        Answered {
+            response: Option<Response<Bytes>>,
+            in_flight: Option<InFlight>,
+        },
     }
 }
 
 impl<F> Tracked<F> {
     pub(super) fn new(inner: F, in_flight: InFlight) -> Self {
-        Self {
+        Self::Call {
             inner,
+            in_flight: Some(in_flight),
+        }
+    }
+
+    /// Answers with `response` without calling the service.
+    pub(super) fn answered(response: Response<Bytes>, in_flight: InFlight) -> Self {
+        Self::Answered {
+            response: Some(response),
             in_flight: Some(in_flight),
         }
     }
@@ -110,24 +136,45 @@ where
     type Output = Result<Response<TrackedBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        let in_flight = this.in_flight.take();
-        Poll::Ready(result.map(|response| {
-            response.map(|body| TrackedBody {
-                inner: body,
-                _in_flight: in_flight,
-            })
-        }))
+        match self.project() {
+            TrackedProj::Call { inner, in_flight } => {
+                let result = std::task::ready!(inner.poll(cx));
+                let in_flight = in_flight.take();
+                Poll::Ready(result.map(|response| {
+                    response.map(|body| TrackedBody::Inner {
+                        inner: body,
+                        _in_flight: in_flight,
+                    })
+                }))
+            }
+            TrackedProj::Answered {
+                response,
+                in_flight,
+            } => {
+                let in_flight = in_flight.take();
+                let response = response.take().unwrap_or_default();
+                Poll::Ready(Ok(response.map(|data| TrackedBody::Answer {
+                    data: Some(data),
+                    _in_flight: in_flight,
+                })))
+            }
+        }
     }
 }
 
 pin_project! {
     /// A response body that keeps its request in flight until dropped.
-    pub(super) struct TrackedBody<B> {
-        #[pin]
-        inner: B,
-        _in_flight: Option<InFlight>,
+    #[project = TrackedBodyProj]
+    pub(super) enum TrackedBody<B> {
+        Inner {
+            #[pin]
+            inner: B,
+            _in_flight: Option<InFlight>,
+        },
+        Answer {
+            data: Option<Bytes>,
+            _in_flight: Option<InFlight>,
+        },
     }
 }
 
@@ -139,15 +186,30 @@ impl<B: Body<Data = Bytes>> Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        match self.project() {
+            TrackedBodyProj::Inner { inner, .. } => inner.poll_frame(cx),
+            TrackedBodyProj::Answer { data, .. } => Poll::Ready(
+                data.take()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Ok(Frame::data(d))),
+            ),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            Self::Inner { inner, .. } => inner.is_end_stream(),
+            Self::Answer { data, .. } => data.as_ref().is_none_or(Bytes::is_empty),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            Self::Inner { inner, .. } => inner.size_hint(),
+            Self::Answer { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
     }
 }
 

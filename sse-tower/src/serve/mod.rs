@@ -26,9 +26,10 @@
 //! What it does that `axum::serve` and `warp::serve` do not:
 //!
 //! - **Caps connections before they cost anything**: past
-//!   [`max_connections`](Serve::max_connections) it stops accepting (new
-//!   clients wait in the kernel's backlog) instead of running out of file
-//!   descriptors, so a flood of idle sockets cannot starve `/healthz`.
+//!   [`max_connections`](Serve::max_connections) it answers a few more
+//!   ([`busy_connections`](Serve::busy_connections), 64) with `503` and
+//!   `Retry-After: 1` at once, then stops accepting (new clients wait in
+//!   the kernel's backlog) instead of running out of file descriptors.
 //! - **Bounds the time to send a request head**
 //!   ([`header_read_timeout`](Serve::header_read_timeout), 10 s): a
 //!   connection that sends nothing, or its head one byte at a time, is
@@ -56,6 +57,18 @@
 //!   holds neither (BENCHMARKS.md, "Memory per idle connection"). After a
 //!   direct response, a keep-alive connection goes to hyper.
 //!   [`streams_through_hyper`](Serve::streams_through_hyper) turns it off.
+//! - **Is as strict as hyper on both paths**: an HTTP/1.1 request without
+//!   exactly one valid `Host` gets `400` and a close (RFC 9112 §3.2, which
+//!   hyper leaves to the app); a head the direct writer hands to hyper
+//!   half read keeps its deadline; after a direct response the connection
+//!   speaks HTTP/1.1 only (prior knowledge starts a connection, RFC 9113
+//!   §3.3); the direct writer frames every response as hyper does
+//!   (`Content-Length`, `Connection: close`, a 1xx becomes `500`), which
+//!   `tests/differential.rs` checks against hyper byte for byte.
+//! - **Closes lingering** (RFC 9112 §9.6): it shuts its side first and
+//!   drains what the client still sends for a moment, so a client that
+//!   writes a whole refused body before reading gets its `413`, not a
+//!   reset.
 //! - Sets `TCP_NODELAY` (events are small and latency matters), serves
 //!   HTTP/1.1 and HTTP/2 (prior knowledge), and on graceful shutdown stops
 //!   accepting, lets in-flight requests finish and waits for every
@@ -67,10 +80,13 @@
 //! take any body type.
 
 mod body;
+mod busy;
 mod direct;
+mod host;
 mod http2;
 mod hyper;
 mod idle;
+mod linger;
 mod rewind;
 
 use std::convert::Infallible;
@@ -93,7 +109,7 @@ pub use body::RequestBody;
 pub use http2::Http2;
 
 use self::direct::{Limits, Outcome};
-use self::hyper::{HyperConnection, Protocols};
+use self::hyper::{HyperConnection, Protocols, Start};
 use self::rewind::Rewind;
 
 /// The longest request head the direct stream writer reads before it
@@ -119,6 +135,7 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         http2: Http2::default(),
         max_read_buffer: None,
         direct_streams: true,
+        busy_connections: 64,
         shutdown: None,
     }
 }
@@ -138,7 +155,15 @@ pub struct Serve<S> {
     http2: Http2,
     max_read_buffer: Option<usize>,
     direct_streams: bool,
+    busy_connections: usize,
     shutdown: Option<Signal>,
+}
+
+/// What an accepted connection holds: a slot to be served in, or one of
+/// the few past the cap that only answer `503`.
+enum Slot {
+    Serve(tokio::sync::OwnedSemaphorePermit),
+    Busy(tokio::sync::OwnedSemaphorePermit),
 }
 
 impl<S> Serve<S> {
@@ -146,6 +171,22 @@ impl<S> Serve<S> {
     /// process's open-files limit, less what the rest of the app needs.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.clamp(1, u32::MAX as usize);
+        self
+    }
+
+    /// Connections past [`max_connections`](Serve::max_connections) that
+    /// are still accepted, only to be answered `503 Service Unavailable`
+    /// with `Retry-After: 1` and closed (default 64; `0`: none, new
+    /// clients wait in the kernel's backlog for a slot).
+    ///
+    /// Over HTTP/1.1 each open stream is a connection, so a server at its
+    /// cap would otherwise leave a health check or a new stream hanging
+    /// until a connection closes; with these slots it hears at once that
+    /// the server is full (`EventSource` retries after its `retry:`; the
+    /// shared client backs off with jitter). Each holds a socket for at
+    /// a few seconds.
+    pub fn busy_connections(mut self, slots: usize) -> Self {
+        self.busy_connections = slots.min(u32::MAX as usize);
         self
     }
 
@@ -246,6 +287,7 @@ impl<S> std::fmt::Debug for Serve<S> {
             .field("http2", &self.http2)
             .field("max_read_buffer", &self.max_read_buffer)
             .field("direct_streams", &self.direct_streams)
+            .field("busy_connections", &self.busy_connections)
             .finish_non_exhaustive()
     }
 }
@@ -290,6 +332,7 @@ where
             http2,
             max_read_buffer,
             direct_streams,
+            busy_connections,
             shutdown,
         } = self;
         let protocols = Arc::new(Protocols::new(
@@ -304,18 +347,22 @@ where
             max_head: max_read_buffer.unwrap_or(DIRECT_MAX_HEAD),
         });
         let permits = Arc::new(Semaphore::new(max_connections));
+        let busy_permits = Arc::new(Semaphore::new(busy_connections));
         let (stop, stopping) = watch::channel(false);
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
         loop {
-            let permit = tokio::select! {
+            // A slot to serve in, or else one to say "busy" from; with
+            // neither, new clients wait in the kernel's backlog.
+            let slot = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    // The semaphore is never closed.
-                    Err(_) => break,
-                },
+                permit = permits.clone().acquire_owned() => permit.map(Slot::Serve),
+                permit = busy_permits.clone().acquire_owned(), if busy_connections > 0 => {
+                    permit.map(Slot::Busy)
+                }
             };
+            // The semaphores are never closed.
+            let Ok(slot) = slot else { break };
             let (socket, addr) = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -327,6 +374,17 @@ where
                     }
                 },
             };
+            let permit = match slot {
+                Slot::Serve(permit) => permit,
+                // A connection may have closed while this one was accepted.
+                Slot::Busy(busy) => match permits.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        tokio::spawn(busy::refuse(socket, busy));
+                        continue;
+                    }
+                },
+            };
             configure(&socket, stalled_reader_timeout);
             let mut connection = HyperConnection {
                 service: service.clone(),
@@ -334,7 +392,8 @@ where
                 idle_timeout,
             };
             if !direct_streams {
-                connection.spawn(&protocols, Rewind::new(Bytes::new(), socket), addr, permit);
+                let io = Rewind::new(Bytes::new(), socket);
+                connection.spawn(&protocols, io, Start::Fresh, None, addr, permit);
                 continue;
             }
             let (protocols, limits) = (protocols.clone(), limits.clone());
@@ -347,8 +406,15 @@ where
                     &limits,
                 )
                 .await;
-                if let Outcome::HandOff(socket, read) = outcome {
-                    connection.spawn(&protocols, Rewind::new(read, socket), addr, permit);
+                if let Outcome::HandOff {
+                    socket,
+                    read,
+                    start,
+                    head_deadline,
+                } = outcome
+                {
+                    let io = Rewind::new(read, socket);
+                    connection.spawn(&protocols, io, start, head_deadline, addr, permit);
                 }
             });
         }

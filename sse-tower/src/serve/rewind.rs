@@ -10,31 +10,50 @@ use tokio::net::TcpStream;
 
 /// `socket`, with `prefix` put back in front of what it reads: the direct
 /// stream writer hands a connection to hyper with the bytes of the request
-/// it read but did not serve.
+/// it read but did not serve. Dropped, it closes the socket lingering
+/// (`linger.rs`), so a client still sending reads the last response.
 pub(crate) struct Rewind {
     prefix: Bytes,
-    socket: TcpStream,
+    /// `None` only once dropped.
+    socket: Option<TcpStream>,
 }
 
 impl Rewind {
     pub(crate) fn new(prefix: Bytes, socket: TcpStream) -> Self {
-        Self { prefix, socket }
+        Self {
+            prefix,
+            socket: Some(socket),
+        }
+    }
+
+    fn socket(self: Pin<&mut Self>) -> io::Result<Pin<&mut TcpStream>> {
+        match &mut self.get_mut().socket {
+            Some(socket) => Ok(Pin::new(socket)),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl Drop for Rewind {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            super::linger::close_later(socket);
+        }
     }
 }
 
 impl AsyncRead for Rewind {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.prefix.has_remaining() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.socket).poll_read(cx, buf)
+        self.socket()?.poll_read(cx, buf)
     }
 }
 
@@ -44,7 +63,7 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().socket).poll_write(cx, buf)
+        self.socket()?.poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -52,19 +71,21 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
+        self.socket()?.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.socket.is_write_vectored()
+        self.socket
+            .as_ref()
+            .is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
+        self.socket()?.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
+        self.socket()?.poll_shutdown(cx)
     }
 }
 

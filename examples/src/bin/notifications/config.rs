@@ -56,7 +56,8 @@ pub(crate) struct Config {
     )]
     pub(crate) max_connections_per_user: usize,
 
-    /// Open connections in total; past it new ones wait.
+    /// Open connections in total; past it 64 more are answered 503 with
+    /// Retry-After: 1, then new ones wait.
     #[arg(
         long,
         env = "SSE_MAX_CONNECTIONS",
