@@ -550,6 +550,9 @@ async fn check(world: &World, records: &[Shared<Record>]) -> Result<(), String> 
     Ok(())
 }
 
+/// Far more simulated time than a run takes (about 20 s).
+const RUN_BOUND: Duration = Duration::from_secs(600);
+
 fn seeds() -> Vec<u64> {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         return vec![seed];
@@ -570,7 +573,14 @@ fn the_protocol_loses_leaks_and_keeps_nothing_under_faults() {
             .start_paused(true)
             .build()
             .unwrap();
-        if let Err(why) = runtime.block_on(run(seed)) {
+        // Simulated time: a run that cannot settle (a client that never
+        // connects) fails its seed instead of spinning forever.
+        let bounded = async {
+            tokio::time::timeout(RUN_BOUND, run(seed))
+                .await
+                .unwrap_or_else(|_| Err(format!("not settled after {RUN_BOUND:?} simulated")))
+        };
+        if let Err(why) = runtime.block_on(bounded) {
             failures.push(format!("seed {seed}: {why}"));
             if failures.len() >= 5 {
                 break;
