@@ -379,6 +379,6 @@ mod tests {
             .map(|r| channel(prefix, r))
             .collect();
         assert_eq!(shared, ["sse:a", "sse:d", "sse:p"]);
-        assert_eq!(redact("redis://:pw@host:6379"), "redis://***@host:6379");
+        assert_eq!(redact("redis://:pw@host:6379"), "redis://:***@host:6379");
     }
 }
