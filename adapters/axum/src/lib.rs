@@ -126,6 +126,9 @@ pub fn method_router<S: Clone + Send + Sync + 'static>(sse: &SseService) -> Meth
 /// [`sse_tower::serve`](sse_tower::serve()) for the options (chain them
 /// before `.await`). Handlers can extract `ConnectInfo<SocketAddr>`.
 ///
+/// With the `tls` feature, `.tls(sse_tower::serve::Tls::from_pem_files(cert, key)?)`
+/// serves HTTPS, HTTP/2 by ALPN.
+///
 /// Bound request *bodies* with a timeout around your handlers, e.g.
 /// `tower_http::timeout::TimeoutLayer` on the API routes (not on the
 /// stream).

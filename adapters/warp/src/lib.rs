@@ -292,6 +292,8 @@ where
 /// capped, request heads bounded in time, stalled readers closed at once;
 /// see [`sse_tower::serve`](sse_tower::serve()) for the options (chain
 /// them before `.await`).
+/// With the `tls` feature, `.tls(sse_tower::serve::Tls::from_pem_files(cert, key)?)`
+/// serves HTTPS, HTTP/2 by ALPN.
 pub fn serve<F>(
     listener: tokio::net::TcpListener,
     routes: F,

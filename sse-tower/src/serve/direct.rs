@@ -46,7 +46,7 @@ pub(super) enum Outcome {
     HandOff {
         socket: TcpStream,
         read: Bytes,
-        /// `AfterResponse` once a response went out on it (HTTP/1.1 only).
+        /// `Http1` once a response went out on it.
         start: Start,
         /// When the first request head was due (`None` after a response).
         head_deadline: Option<Instant>,
@@ -99,7 +99,7 @@ where
                 Outcome::HandOff {
                     socket: exchange.socket,
                     read: exchange.pending.into(),
-                    start: Start::AfterResponse,
+                    start: Start::Http1,
                     head_deadline: None,
                 }
             } else {

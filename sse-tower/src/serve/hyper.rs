@@ -25,27 +25,31 @@ use tower_service::Service;
 use super::host;
 use super::http2::Http2;
 use super::idle::{Activity, Tracked, TrackedBody};
-use super::rewind::Rewind;
+use super::rewind::{Rewind, Transport};
 use super::{RemoteAddr, RequestBody};
 use crate::ConnectionCloser;
 
 /// How hyper serves connections: HTTP/1.1 always, and HTTP/2 (prior
-/// knowledge) on a connection's first bytes unless turned off.
+/// knowledge, or negotiated over TLS) unless turned off.
 pub(super) struct Protocols {
     http1: http1::Builder,
     /// `None`: HTTP/1 only.
     auto: Option<auto::Builder<TokioExecutor>>,
+    /// `auto`, for connections that negotiated `h2` (no sniffing).
+    http2: Option<auto::Builder<TokioExecutor>>,
 }
 
 /// Which protocols a connection handed to hyper may speak.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Start {
     /// At its first byte: HTTP/1.1, or HTTP/2 by prior knowledge.
     Fresh,
-    /// After a response the direct writer sent: HTTP/1.1 only, since
-    /// prior knowledge starts a connection (RFC 9113 §3.3) and this one
-    /// already carried a request.
-    AfterResponse,
+    /// HTTP/1.1 only: after a response the direct writer sent (prior
+    /// knowledge starts a connection, RFC 9113 §3.3, and this one already
+    /// carried a request), or over TLS without ALPN `h2`.
+    Http1,
+    /// HTTP/2 only: negotiated by ALPN over TLS.
+    Http2,
 }
 
 impl Protocols {
@@ -74,7 +78,8 @@ impl Protocols {
             http2.apply(&mut builder);
             builder
         });
-        Self { http1, auto }
+        let http2 = auto.clone().map(auto::Builder::http2_only);
+        Self { http1, auto, http2 }
     }
 }
 
@@ -103,19 +108,28 @@ where
     ///
     /// Two spawns, not one future that matches: a task is as large as its
     /// largest state, and HTTP/2's would size every HTTP/1 connection's.
-    pub(super) fn spawn(
+    pub(super) fn spawn<T: Transport>(
         self,
         protocols: &Arc<Protocols>,
-        io: Rewind,
+        io: Rewind<T>,
         start: Start,
         head_deadline: Option<Instant>,
         addr: SocketAddr,
         permit: OwnedSemaphorePermit,
     ) {
         let protocols = protocols.clone();
-        if start == Start::Fresh && protocols.auto.is_some() {
+        let auto = match start {
+            Start::Fresh => protocols.auto.is_some(),
+            Start::Http2 => protocols.http2.is_some(),
+            Start::Http1 => false,
+        };
+        if auto {
             tokio::spawn(async move {
-                if let Some(builder) = &protocols.auto {
+                let builder = match start {
+                    Start::Http2 => &protocols.http2,
+                    _ => &protocols.auto,
+                };
+                if let Some(builder) = builder {
                     let (service, closer, activity) = self.with_connection(addr);
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -228,8 +242,9 @@ trait Served: Future<Output = Result<(), Self::Failure>> {
     fn shut_down(self: Pin<&mut Self>);
 }
 
-impl<S, B> Served for auto::UpgradeableConnection<'_, TokioIo<Rewind>, S, TokioExecutor>
+impl<T, S, B> Served for auto::UpgradeableConnection<'_, TokioIo<Rewind<T>>, S, TokioExecutor>
 where
+    T: Transport,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
     S::Future: Send + 'static,
@@ -244,8 +259,9 @@ where
     }
 }
 
-impl<S, B> Served for http1::UpgradeableConnection<TokioIo<Rewind>, S>
+impl<T, S, B> Served for http1::UpgradeableConnection<TokioIo<Rewind<T>>, S>
 where
+    T: Transport,
     S: hyper::service::HttpService<Incoming, ResBody = B>,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
     B: Body + 'static,

@@ -24,6 +24,12 @@ pub(super) async fn close(mut socket: TcpStream) {
     if socket.shutdown().await.is_err() {
         return;
     }
+    drain(socket).await;
+}
+
+/// Reads and discards what `socket` still receives until the client
+/// closes, goes quiet for half a second or [`MAX`] has passed.
+pub(super) async fn drain(socket: TcpStream) {
     let until = Instant::now() + MAX;
     // Allocated only if something arrives: most closing peers send nothing.
     let mut scratch = Vec::new();
@@ -40,12 +46,5 @@ pub(super) async fn close(mut socket: TcpStream) {
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return,
         }
-    }
-}
-
-/// Closes `socket` lingering, in a task of its own (from a `Drop`).
-pub(super) fn close_later(socket: TcpStream) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(close(socket));
     }
 }

@@ -88,6 +88,8 @@ mod hyper;
 mod idle;
 mod linger;
 mod rewind;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -107,6 +109,8 @@ use tower_service::Service;
 
 pub use body::RequestBody;
 pub use http2::Http2;
+#[cfg(feature = "tls")]
+pub use tls::{Tls, TlsError};
 
 use self::direct::{Limits, Outcome};
 use self::hyper::{HyperConnection, Protocols, Start};
@@ -136,6 +140,8 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         max_read_buffer: None,
         direct_streams: true,
         busy_connections: 64,
+        #[cfg(feature = "tls")]
+        tls: None,
         shutdown: None,
     }
 }
@@ -156,6 +162,8 @@ pub struct Serve<S> {
     max_read_buffer: Option<usize>,
     direct_streams: bool,
     busy_connections: usize,
+    #[cfg(feature = "tls")]
+    tls: Option<Tls>,
     shutdown: Option<Signal>,
 }
 
@@ -258,6 +266,15 @@ impl<S> Serve<S> {
         self
     }
 
+    /// Serves HTTPS with this certificate (feature `tls`; see [`Tls`]):
+    /// HTTP/2 and HTTP/1.1 by ALPN, the handshake bounded by the
+    /// [`header_read_timeout`](Serve::header_read_timeout).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Stops gracefully when `signal` resolves: stops accepting, lets
     /// in-flight requests finish and waits for every connection to close.
     /// Call [`SseService::shutdown`](crate::SseService::shutdown) in the
@@ -268,6 +285,13 @@ impl<S> Serve<S> {
     ) -> Self {
         self.shutdown = Some(Box::pin(signal));
         self
+    }
+
+    fn tls_configured(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 
     /// The address the listener is bound to.
@@ -288,6 +312,7 @@ impl<S> std::fmt::Debug for Serve<S> {
             .field("max_read_buffer", &self.max_read_buffer)
             .field("direct_streams", &self.direct_streams)
             .field("busy_connections", &self.busy_connections)
+            .field("tls", &self.tls_configured())
             .finish_non_exhaustive()
     }
 }
@@ -333,8 +358,17 @@ where
             max_read_buffer,
             direct_streams,
             busy_connections,
+            #[cfg(feature = "tls")]
+            tls,
             shutdown,
         } = self;
+        #[cfg(feature = "tls")]
+        let tls = match tls {
+            Some(tls) => Some(Arc::new(
+                tls.acceptors(!http1_only).map_err(io::Error::other)?,
+            )),
+            None => None,
+        };
         let protocols = Arc::new(Protocols::new(
             http1_only,
             header_read_timeout,
@@ -380,6 +414,21 @@ where
                 Slot::Busy(busy) => match permits.clone().try_acquire_owned() {
                     Ok(permit) => permit,
                     Err(_) => {
+                        let _ = socket.set_nodelay(true);
+                        #[cfg(feature = "tls")]
+                        if let Some(tls) = &tls {
+                            let acceptor = tls.busy.clone();
+                            tokio::spawn(async move {
+                                let handshake = acceptor.accept(socket);
+                                let timeout = tls::BUSY_HANDSHAKE;
+                                if let Ok(Ok(stream)) =
+                                    tokio::time::timeout(timeout, handshake).await
+                                {
+                                    busy::refuse(stream, busy).await;
+                                }
+                            });
+                            continue;
+                        }
                         tokio::spawn(busy::refuse(socket, busy));
                         continue;
                     }
@@ -391,6 +440,25 @@ where
                 stopping: stopping.clone(),
                 idle_timeout,
             };
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &tls {
+                let (acceptor, protocols) = (tls.serving.clone(), protocols.clone());
+                tokio::spawn(async move {
+                    let handshake = acceptor.accept(socket);
+                    let Ok(Ok(stream)) = tokio::time::timeout(header_read_timeout, handshake).await
+                    else {
+                        return; // the permit goes with the task
+                    };
+                    let start = if tls::negotiated_h2(&stream) {
+                        Start::Http2
+                    } else {
+                        Start::Http1
+                    };
+                    let io = Rewind::new(Bytes::new(), stream);
+                    connection.spawn(&protocols, io, start, None, addr, permit);
+                });
+                continue;
+            }
             if !direct_streams {
                 let io = Rewind::new(Bytes::new(), socket);
                 connection.spawn(&protocols, io, Start::Fresh, None, addr, permit);

@@ -1,5 +1,6 @@
 //! A socket whose first reads return bytes already read from it.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,25 +9,39 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// What a connection is carried on: a TCP socket, or a TLS stream over
+/// one (`tls.rs`).
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Closes the connection lingering (`linger.rs`): the last bytes go
+    /// first, then what the client still sends is drained for a moment.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+impl Transport for TcpStream {
+    fn close(self) -> impl Future<Output = ()> + Send {
+        super::linger::close(self)
+    }
+}
+
 /// `socket`, with `prefix` put back in front of what it reads: the direct
 /// stream writer hands a connection to hyper with the bytes of the request
 /// it read but did not serve. Dropped, it closes the socket lingering
 /// (`linger.rs`), so a client still sending reads the last response.
-pub(crate) struct Rewind {
+pub(crate) struct Rewind<T: Transport = TcpStream> {
     prefix: Bytes,
     /// `None` only once dropped.
-    socket: Option<TcpStream>,
+    socket: Option<T>,
 }
 
-impl Rewind {
-    pub(crate) fn new(prefix: Bytes, socket: TcpStream) -> Self {
+impl<T: Transport> Rewind<T> {
+    pub(crate) fn new(prefix: Bytes, socket: T) -> Self {
         Self {
             prefix,
             socket: Some(socket),
         }
     }
 
-    fn socket(self: Pin<&mut Self>) -> io::Result<Pin<&mut TcpStream>> {
+    fn socket(self: Pin<&mut Self>) -> io::Result<Pin<&mut T>> {
         match &mut self.get_mut().socket {
             Some(socket) => Ok(Pin::new(socket)),
             None => Err(io::ErrorKind::NotConnected.into()),
@@ -34,15 +49,17 @@ impl Rewind {
     }
 }
 
-impl Drop for Rewind {
+impl<T: Transport> Drop for Rewind<T> {
     fn drop(&mut self) {
-        if let Some(socket) = self.socket.take() {
-            super::linger::close_later(socket);
+        if let Some(socket) = self.socket.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(socket.close());
         }
     }
 }
 
-impl AsyncRead for Rewind {
+impl<T: Transport> AsyncRead for Rewind<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -57,7 +74,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<T: Transport> AsyncWrite for Rewind<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -77,7 +94,7 @@ impl AsyncWrite for Rewind {
     fn is_write_vectored(&self) -> bool {
         self.socket
             .as_ref()
-            .is_some_and(TcpStream::is_write_vectored)
+            .is_some_and(|socket| socket.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -149,6 +149,16 @@ requests from other origins get 403, streams included",
     /// on one broker never hear each other.
     #[arg(long, env = "SSE_HUB_PREFIX", value_name = "NAME", value_parser = hub_prefix)]
     pub(crate) hub_prefix: Option<String>,
+
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this PEM certificate
+    /// chain, the server's first; needs --tls-key. Renewed files are read
+    /// again on SIGHUP, without a restart.
+    #[arg(long, env = "SSE_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "SSE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
 }
 
 /// A bearer token of the operator's (`--admin-token`, `--metrics

@@ -17,11 +17,15 @@ pub(crate) struct SessionCookie {
 impl SessionCookie {
     /// For an app served at `origins` (none: plain http on loopback),
     /// whose sessions last `max_age_secs`.
-    pub(crate) fn for_origins(origins: &[Origin], max_age_secs: u64) -> Self {
+    pub(crate) fn for_origins(origins: &[Origin], tls: bool, max_age_secs: u64) -> Self {
         // `__Host-` makes the browser refuse the cookie unless it is
         // `Secure`, has `Path=/` and no `Domain`: a sibling subdomain can
         // then neither set nor shadow it.
-        let secure = !origins.is_empty() && origins.iter().all(|o| o.scheme() == "https");
+        let secure = if origins.is_empty() {
+            tls
+        } else {
+            origins.iter().all(|o| o.scheme() == "https")
+        };
         Self {
             name: if secure { "__Host-sid" } else { "sid" },
             secure,
@@ -61,7 +65,7 @@ mod tests {
     fn https_origins_get_a_host_prefixed_secure_cookie() {
         let https: Origin = "https://app.example".parse().unwrap();
         let http: Origin = "http://app.example".parse().unwrap();
-        let secure = SessionCookie::for_origins(std::slice::from_ref(&https), 60);
+        let secure = SessionCookie::for_origins(std::slice::from_ref(&https), false, 60);
         let set = secure.set("abc").unwrap();
         assert_eq!(
             set,
@@ -69,7 +73,7 @@ mod tests {
         );
         assert!(secure.clear().to_str().unwrap().starts_with("__Host-sid=;"));
         for plain in [vec![], vec![http.clone()], vec![https, http]] {
-            let cookie = SessionCookie::for_origins(&plain, 60);
+            let cookie = SessionCookie::for_origins(&plain, false, 60);
             assert_eq!(cookie.name, "sid");
             assert!(
                 !cookie
@@ -80,5 +84,15 @@ mod tests {
                     .contains("Secure")
             );
         }
+        // Served over TLS itself (--tls-cert) with no --origin.
+        let tls = SessionCookie::for_origins(&[], true, 60);
+        assert_eq!(tls.name, "__Host-sid");
+        assert!(
+            tls.set("abc")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .contains("; Secure")
+        );
     }
 }

@@ -66,6 +66,9 @@ struct Origins {
     /// names in `Host`, so that a page on another name that resolves here
     /// (DNS rebinding) is refused rather than taken for our own origin.
     loopback_only: bool,
+    /// The scheme of the app's own origin when none is configured:
+    /// `https` when it serves TLS itself.
+    scheme: &'static str,
 }
 
 #[tokio::main]
@@ -115,8 +118,15 @@ fn install_prometheus() -> Result<PrometheusHandle, String> {
 
 async fn run(config: Config) -> Result<(), String> {
     let prometheus = install_prometheus()?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(sse_tower::serve::Tls::from_pem_files(cert, key).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
     let cookie = SessionCookie::for_origins(
         &config.origins,
+        tls.is_some(),
         sse_core::auth::DEFAULT_SESSION_LIFETIME.as_secs(),
     );
     let hub = connect_hub(&config).await?;
@@ -185,6 +195,7 @@ async fn run(config: Config) -> Result<(), String> {
                 allowed: config.origins.clone().into(),
                 required: config.require_origin,
                 loopback_only: config.origins.is_empty() && addr.ip().is_loopback(),
+                scheme: if tls.is_some() { "https" } else { "http" },
             },
             admin: Admin(config.admin_token.clone()),
             cookie,
@@ -195,19 +206,39 @@ async fn run(config: Config) -> Result<(), String> {
 
     // Store and hub URLs may carry passwords: never printed as given.
     println!(
-        "notifications demo listening on http://{addr} (store {}, hub {})",
+        "notifications demo listening on {}://{addr} (store {}, hub {})",
+        if tls.is_some() { "https" } else { "http" },
         sse_core::redact_url(&config.store),
         sse_core::redact_url(&config.hub)
     );
     // Connections capped, request heads bounded in time, stalled readers
     // closed: see sse_tower::serve.
-    sse_axum::serve(listener, app)
+    let mut server = sse_axum::serve(listener, app)
         .max_connections(config.max_connections)
         .header_read_timeout(config.request_timeout)
         .max_read_buffer(config.max_request_head)
-        .with_graceful_shutdown(shutdown(sse))
-        .await
-        .map_err(|e| e.to_string())
+        .with_graceful_shutdown(shutdown(sse));
+    if let Some(tls) = tls {
+        tokio::spawn(reload_on_hangup(tls.clone()));
+        server = server.tls(tls);
+    }
+    server.await.map_err(|e| e.to_string())
+}
+
+/// Reads the certificate and key again on each `SIGHUP` (a renewal); a
+/// pair that does not load is logged and the one in use kept.
+async fn reload_on_hangup(tls: sse_tower::serve::Tls) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the certificate is not reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("certificate reloaded"),
+            Err(error) => tracing::error!(%error, "certificate not reloaded; the old one stays"),
+        }
+    }
 }
 
 /// The app. A request other than the stream (its body included) may take
@@ -329,7 +360,11 @@ async fn same_origin_writes(
     next: Next,
 ) -> Response {
     let headers = request.headers();
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    // HTTP/2 names the host in `:authority`, which hyper puts in the URI.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
     if origins.loopback_only && !host.is_some_and(is_loopback_host) {
         let error = ApiError::bad_request(
             "this server answers only to 127.0.0.1, localhost and [::1]: \
@@ -346,7 +381,7 @@ async fn same_origin_writes(
     // included; an app that wants cross-origin streams names its origins.
     let origin = RequestOrigin::of(headers);
     if !matches!(origin, RequestOrigin::Absent) {
-        let own = host.and_then(|host| Origin::from_host("http", host).ok());
+        let own = host.and_then(|host| Origin::from_host(origins.scheme, host).ok());
         let allowed_here: Vec<Origin> = if origins.allowed.is_empty() {
             own.into_iter().collect()
         } else {
