@@ -181,3 +181,58 @@ async fn the_http2_settings_are_the_builders() {
         "{settings:?}"
     );
 }
+
+/// An HTTP/2 frame: its 9-byte header, then `payload`.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut bytes = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    bytes.extend_from_slice(&stream.to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_dribbled_in_continuation_frames_is_cut_at_the_idle_timeout() {
+    let server = start(|s| s.idle_timeout(Duration::from_millis(500))).await;
+    let mut socket = TcpStream::connect(&server.addr).await.unwrap();
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    socket.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    // HEADERS without END_HEADERS: `:method GET`, `:scheme http`,
+    // `:authority localhost`, and a `:path` of 100 bytes still to come.
+    let mut block = vec![0x82, 0x86, 0x41, 9];
+    block.extend_from_slice(b"localhost");
+    block.extend_from_slice(&[0x04, 100]);
+    socket.write_all(&frame(1, 0x1, 1, &block)).await.unwrap();
+    let started = Instant::now();
+    let (mut reader, mut writer) = socket.into_split();
+    // The path one byte a CONTINUATION frame, every 100 ms, for 10 s.
+    let dribble = tokio::spawn(async move {
+        for _ in 0..100 {
+            if writer.write_all(&frame(9, 0, 1, b"a")).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(5 * SECOND, reader.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break started.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!(
+                "still open after {:?} of a dribbled head",
+                started.elapsed()
+            ),
+        }
+    };
+    // Not refused as malformed at once: cut by the idle timeout.
+    assert!(
+        closed >= Duration::from_millis(400),
+        "closed after {closed:?}"
+    );
+    assert!(closed < 3 * SECOND, "closed after {closed:?}");
+    dribble.abort();
+}

@@ -7,6 +7,9 @@
 //! - `ours-hyper`: the same served by `sse_tower::serve` with streams
 //!   through hyper, tuned as far as hyper goes (HTTP/1.1 only, 8 KiB read
 //!   buffers);
+//! - `ours-tls`: `ours` over TLS (the test certificate of
+//!   `sse-tower/tests/tls/`, for `localhost`), HTTP/2 and HTTP/1.1 by ALPN;
+//!   `ours-tls-8k` with read buffers capped at 8 KiB;
 //! - `broadcast`: what users write with plain axum — `Sse` over a
 //!   `tokio::sync::broadcast` channel, each client filtering for its user;
 //! - `map`: the seeds' connection manager — `Mutex<HashMap<user,
@@ -156,6 +159,9 @@ enum Serving {
     /// `sse_tower::serve`, streams through hyper, HTTP/1.1 only, read
     /// buffers at their 8 KiB floor.
     Hyper,
+    /// `sse_tower::serve` over TLS with its test certificate, read
+    /// buffers capped at this many bytes.
+    Tls(Option<usize>),
 }
 
 async fn ours(stream: TcpListener, control_listener: TcpListener, serving: Serving) {
@@ -189,6 +195,20 @@ async fn ours(stream: TcpListener, control_listener: TcpListener, serving: Servi
             .await
             .unwrap(),
         Serving::Axum => axum::serve(stream, app).await.unwrap(),
+        Serving::Tls(read_buffer) => {
+            let tls = sse_tower::serve::Tls::from_pem(
+                include_bytes!("../../../sse-tower/tests/tls/first.cert.pem"),
+                include_bytes!("../../../sse-tower/tests/tls/first.key.pem"),
+            )
+            .unwrap();
+            let server = sse_tower::serve(stream, app)
+                .max_connections(1_000_000)
+                .tls(tls);
+            match read_buffer {
+                Some(bytes) => server.max_read_buffer(bytes).await.unwrap(),
+                None => server.await.unwrap(),
+            }
+        }
         Serving::Hyper => sse_tower::serve(stream, app)
             .max_connections(1_000_000)
             .http1_only()
@@ -552,7 +572,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, stream_addr, control_addr] = args.as_slice() else {
         eprintln!(
-            "usage: bench-server ours|ours-axum|ours-hyper|broadcast|map|raw|nchan STREAM_ADDR CONTROL_ADDR"
+            "usage: bench-server ours|ours-axum|ours-hyper|ours-tls|ours-tls-8k|broadcast|map|raw|nchan STREAM_ADDR CONTROL_ADDR"
         );
         std::process::exit(2);
     };
@@ -570,6 +590,8 @@ async fn main() {
         "ours" => ours(stream, control_listener, Serving::Serve).await,
         "ours-axum" => ours(stream, control_listener, Serving::Axum).await,
         "ours-hyper" => ours(stream, control_listener, Serving::Hyper).await,
+        "ours-tls" => ours(stream, control_listener, Serving::Tls(None)).await,
+        "ours-tls-8k" => ours(stream, control_listener, Serving::Tls(Some(8 * 1024))).await,
         "broadcast" => broadcast_mode(stream, control_listener).await,
         "map" => map_mode(stream, control_listener).await,
         "raw" => raw_mode(stream, control_listener).await,

@@ -19,7 +19,14 @@ use hyper_util::server::conn::auto;
 ///
 /// A connection with no request in flight is closed after
 /// [`Serve::idle_timeout`](super::Serve::idle_timeout), whatever its
-/// protocol.
+/// protocol. A request is in flight from its complete head on, so a head
+/// sent slowly (a `HEADERS` frame and `CONTINUATION`s dribbled) on a
+/// connection with nothing else in flight is cut there too. While other
+/// requests are in flight, one head at a time can be in progress on a
+/// connection (HTTP/2 forbids interleaving other frames in a header
+/// block), at most [`max_header_list_size`](Self::max_header_list_size),
+/// and it stalls only its own connection. Request bodies are read by your
+/// handlers: bound them with a timeout there, as on HTTP/1.1.
 ///
 /// ```
 /// use std::time::Duration;

@@ -1,51 +1,4 @@
-//! [`Tls`]: HTTPS for [`serve`](super::serve) (feature `tls`), over rustls
-//! with ALPN, so an app without a proxy serves HTTP/2 to browsers: all of
-//! a browser's streams and API calls on one connection, past the six
-//! connections per origin browsers allow over HTTP/1.1.
-//!
-//! ```no_run
-//! use sse_core::{CookieSessionAuthenticator, InMemorySessions};
-//! use sse_tower::SseService;
-//! use sse_tower::serve::Tls;
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let sse = SseService::builder(CookieSessionAuthenticator::new("sid", InMemorySessions::new())).build();
-//! let tls = Tls::from_pem_files("cert.pem", "key.pem")?;
-//! // A renewed certificate is picked up without a restart:
-//! let reloading = tls.clone();
-//! tokio::spawn(async move {
-//!     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-//!     while hangup.recv().await.is_some() {
-//!         if let Err(error) = reloading.reload() {
-//!             eprintln!("{error}"); // the old certificate stays in use
-//!         }
-//!     }
-//!     Ok::<_, std::io::Error>(())
-//! });
-//! let listener = tokio::net::TcpListener::bind("0.0.0.0:443").await?;
-//! sse_tower::serve(listener, sse).tls(tls).await?;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! What it does:
-//!
-//! - Negotiates `h2` and `http/1.1` by ALPN (only `http/1.1` with
-//!   [`http1_only`](super::Serve::http1_only)). A client that names
-//!   neither gets HTTP/1.1. Over TLS, HTTP/2 is never sniffed.
-//! - Bounds the handshake by the
-//!   [`header_read_timeout`](super::Serve::header_read_timeout): a client
-//!   that opens a connection and sends nothing holds it no longer than
-//!   one that sends nothing over plain TCP.
-//! - Serves every request through hyper: the direct stream writer reads
-//!   the socket's readiness, which a TLS stream does not expose without
-//!   buffers of its own, so its memory savings are for plain TCP (behind
-//!   a proxy that terminates TLS). BENCHMARKS.md compares the two.
-//! - Answers connections past the cap (`503`, `Retry-After: 1`) over TLS
-//!   too, offering them `http/1.1` only.
-//! - Closes with a `close_notify`, then lingers as over TCP.
-//! - TLS 1.2 and 1.3, rustls's safe defaults, the `ring` provider (no
-//!   OpenSSL, no C toolchain beyond what `ring` needs).
+//! [`Tls`]: HTTPS for `serve` (feature `tls`), over rustls with ALPN.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -66,8 +19,55 @@ use tokio_rustls::server::TlsStream;
 use super::linger;
 use super::rewind::Transport;
 
-/// A certificate and its key for [`Serve::tls`](super::Serve::tls),
-/// replaceable while the server runs. See the [module docs](self).
+/// HTTPS for [`serve`](super::serve()) (feature `tls`): a certificate and its key for
+/// [`Serve::tls`](super::Serve::tls), replaceable while the server runs. Over rustls
+/// with ALPN, so an app without a proxy serves HTTP/2 to browsers: all of
+/// a browser's streams and API calls on one connection, past the six
+/// connections per origin browsers allow over HTTP/1.1.
+///
+/// ```no_run
+/// use sse_core::{CookieSessionAuthenticator, InMemorySessions};
+/// use sse_tower::SseService;
+/// use sse_tower::serve::Tls;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let sse = SseService::builder(CookieSessionAuthenticator::new("sid", InMemorySessions::new())).build();
+/// let tls = Tls::from_pem_files("cert.pem", "key.pem")?;
+/// // A renewed certificate is picked up without a restart:
+/// let reloading = tls.clone();
+/// tokio::spawn(async move {
+///     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+///     while hangup.recv().await.is_some() {
+///         if let Err(error) = reloading.reload() {
+///             eprintln!("{error}"); // the old certificate stays in use
+///         }
+///     }
+///     Ok::<_, std::io::Error>(())
+/// });
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:443").await?;
+/// sse_tower::serve(listener, sse).tls(tls).await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// What it does:
+///
+/// - Negotiates `h2` and `http/1.1` by ALPN (only `http/1.1` with
+///   [`http1_only`](super::Serve::http1_only)). A client that names
+///   neither gets HTTP/1.1. Over TLS, HTTP/2 is never sniffed.
+/// - Bounds the handshake by the
+///   [`header_read_timeout`](super::Serve::header_read_timeout): a client
+///   that opens a connection and sends nothing holds it no longer than
+///   one that sends nothing over plain TCP.
+/// - Serves every request through hyper: the direct stream writer reads
+///   the socket's readiness, which a TLS stream does not expose without
+///   buffers of its own, so its memory savings are for plain TCP (behind
+///   a proxy that terminates TLS). BENCHMARKS.md compares the two.
+/// - Answers connections past the cap (`503`, `Retry-After: 1`) over TLS
+///   too, offering them `http/1.1` only.
+/// - Closes with a `close_notify`, then lingers as over TCP.
+/// - TLS 1.2 and 1.3, rustls's safe defaults, the `ring` provider (no
+///   OpenSSL, no C toolchain beyond what `ring` needs).
 ///
 /// Clones share the certificate: [`reload`](Tls::reload) on one is seen by
 /// every connection accepted after it (open connections keep the one they
