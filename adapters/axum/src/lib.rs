@@ -68,7 +68,15 @@
 //!
 //! With tower-sessions, read the session itself:
 //! `ExtensionAuthenticator::with(|session: tower_sessions::Session| async move { … })`
-//! (tested in this crate's `tests/tower_sessions.rs`).
+//! (tested in this crate's `tests/tower_sessions.rs`). For the stream's
+//! expiry, do not use `Session::expiry_date()`: it is recomputed on every
+//! request as now + the TTL, so a stream opened late would outlive its
+//! session by up to that TTL. Record the end when you write the session
+//! (at login, `session.expiry_date()` in Unix milliseconds under `"ends_at"`) and give
+//! the stream that (`Principal::with_expiry`); the test
+//! `a_stream_opened_late_ends_with_its_session_not_a_ttl_later` connects
+//! late and checks the stream ends with the session. Several extensions
+//! at once: `ExtensionAuthenticator::with_all(|(user, ends): (User, Ends)| …)`.
 //!
 //! The stream mounts the axum way too: `.route("/events", sse.method_router())`
 //! (a `MethodRouter` that answers `GET` and gives axum's own `405` with

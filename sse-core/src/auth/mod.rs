@@ -8,7 +8,8 @@
 //!   `?access_token=` query parameter for `EventSource`, which cannot set
 //!   headers;
 //! - [`ExtensionAuthenticator`]: what your auth middleware (tower-sessions,
-//!   axum-login, your own layer) put into the request extensions;
+//!   axum-login, your own layer) put into the request extensions, one type
+//!   or several;
 //! - `JwtAuthenticator` (feature `jwt`): a signed token from a cookie or
 //!   `Authorization: Bearer`, its claims mapped to user, groups and topics;
 //! - [`FnAuthenticator`]: a closure.
@@ -39,7 +40,7 @@ pub use closure::FnAuthenticator;
 pub use compose::Or;
 pub use cookie::{CookieSessionAuthenticator, cookie_value, cookie_values};
 pub use credential::{IssuedSession, RandomUnavailable, credential_digest};
-pub use extension::ExtensionAuthenticator;
+pub use extension::{All, ExtensionAuthenticator, FromExtensions, One};
 #[cfg(feature = "jwt")]
 pub use jwt::{JwtAuthenticator, MIN_SECRET_LEN, WeakSecret, jsonwebtoken};
 pub use sessions::{DEFAULT_SESSION_LIFETIME, DEFAULT_SESSIONS_PER_USER, InMemorySessions};
