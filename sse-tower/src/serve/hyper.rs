@@ -49,6 +49,7 @@ pub(super) enum Start {
     /// carried a request), or over TLS without ALPN `h2`.
     Http1,
     /// HTTP/2 only: negotiated by ALPN over TLS.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     Http2,
 }
 
