@@ -96,7 +96,7 @@ impl SqlStore {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(backend_error)?;
-        let stored = self.append_in(tx, &events).await?;
+        let stored = self.append_events_in(tx, &events).await?;
         let at = Timestamp::now();
         changes
             .into_iter()

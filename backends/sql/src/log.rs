@@ -78,24 +78,46 @@ impl SqlStore {
     /// Appends `events` inside `tx`, a transaction of this store's
     /// ([`SqlStore::begin`]), so that they commit with whatever else the
     /// transaction writes — your own rows, say (see `sse_core::guide`).
-    /// After the commit, deliver the returned events live with
-    /// [`Notifier::deliver`](sse_core::Notifier::deliver).
+    /// Returns each event with its audience and its position as `id:`:
+    /// after the commit, hand them as they are to
+    /// [`Notifier::deliver`](sse_core::Notifier::deliver) for live delivery.
+    ///
+    /// Call it last in the transaction: taking the positions locks the
+    /// log's head row until the commit, so every other publisher waits for
+    /// this transaction from then on.
     ///
     /// ```
-    /// use sse_core::{Audience, Event};
+    /// use std::sync::Arc;
+    /// use sse_core::{Audience, Event, InMemoryHub, Notifier};
     /// use sse_sqlx::SqlStore;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = SqlStore::connect("sqlite::memory:").await?;
+    /// let notifier = Notifier::with_store(Arc::new(store.clone()), Arc::new(InMemoryHub::new()));
     /// let mut tx = store.begin().await?;
     /// // … your own INSERT / UPDATE statements on `&mut *tx` …
     /// let paid = Event::builder().event("invoice.paid").data("{\"id\":7}").build()?;
     /// let stored = store.append_in(&mut tx, &[(Audience::user("bob"), paid)]).await?;
     /// tx.commit().await?;
-    /// assert!(stored[0].cursor().is_some());
+    /// assert!(stored[0].1.cursor().is_some());
+    /// notifier.deliver(&stored).await?; // to bob's open streams
     /// # Ok(()) }
     /// ```
     pub async fn append_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        events: &[(Audience, Event)],
+    ) -> Result<Vec<(Audience, Event)>, StoreError> {
+        let stored = self.append_events_in(tx, events).await?;
+        Ok(events
+            .iter()
+            .map(|(audience, _)| audience.clone())
+            .zip(stored)
+            .collect())
+    }
+
+    /// [`append_in`](Self::append_in), the events alone.
+    pub(crate) async fn append_events_in(
         &self,
         tx: &mut Transaction<'static, Any>,
         events: &[(Audience, Event)],
@@ -237,7 +259,7 @@ fn event_of(frame: String) -> Result<Event, StoreError> {
 impl EventLog for SqlStore {
     async fn append(&self, events: &[(Audience, Event)]) -> Result<Vec<Event>, StoreError> {
         let mut tx = self.begin().await?;
-        let stored = self.append_in(&mut tx, events).await?;
+        let stored = self.append_events_in(&mut tx, events).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(stored)
     }
