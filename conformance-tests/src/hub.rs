@@ -703,6 +703,36 @@ async fn presence_counts_open_streams_per_audience<H: Hub>(
         everyone >= 3,
         "presence of everyone is {everyone} with 3 streams open"
     );
+    // Who is online, listed as presence counts them.
+    let org = Audience::group(user(&ns, "org"));
+    let listed = members_of(&*hub, &org, None, 10).await?;
+    ensure!(
+        listed == [(user(&ns, "alice"), 2)],
+        "members of the org are {listed:?}, expected alice with 2 streams"
+    );
+    let session = members_of(&*hub, &Audience::session(user(&ns, "s2")), None, 10).await?;
+    ensure!(
+        session == [(user(&ns, "alice"), 1)],
+        "members of a session are {session:?}"
+    );
+    let everyone = members_of(&*hub, &Audience::Everyone, None, 100_000).await?;
+    for (name, streams) in [("alice", 2), ("bob", 1)] {
+        ensure!(
+            everyone.contains(&(user(&ns, name), streams)),
+            "members of everyone lack {name} with {streams}: {everyone:?}"
+        );
+    }
+    ensure!(
+        everyone.windows(2).all(|pair| pair[0].0 < pair[1].0),
+        "members are not in user id order"
+    );
+    // Paged: after alice, one at most; bob (ns-bob sorts after ns-alice).
+    let after = sse_core::UserId::from(user(&ns, "alice"));
+    let page = members_of(&*hub, &Audience::Everyone, Some(&after), 1).await?;
+    ensure!(
+        page.len() == 1 && page[0].0 > user(&ns, "alice"),
+        "the page after alice is {page:?}"
+    );
     drop(one);
     ensure!(
         presence_of(&*hub, &alice).await? == 1,
@@ -716,7 +746,29 @@ async fn presence_counts_open_streams_per_audience<H: Hub>(
             "presence of {audience:?} is {got} after every stream closed"
         );
     }
+    let listed = members_of(&*hub, &org, None, 10).await?;
+    ensure!(
+        listed.is_empty(),
+        "members of the org are {listed:?} after every stream closed"
+    );
     Ok(())
+}
+
+/// `hub.members(..)` as (user, streams) pairs.
+async fn members_of<H: Hub>(
+    hub: &H,
+    audience: &Audience,
+    after: Option<&sse_core::UserId>,
+    limit: usize,
+) -> Result<Vec<(String, u64)>, String> {
+    let members = hub
+        .members(audience, after, limit)
+        .await
+        .map_err(|e| format!("members of {audience:?} failed: {e}"))?;
+    Ok(members
+        .into_iter()
+        .map(|member| (member.user.as_str().to_owned(), member.streams))
+        .collect())
 }
 
 /// Waits up to 10 s for `audience`'s presence, asked of `node`, to be
@@ -764,6 +816,24 @@ async fn presence_spans_nodes<H: Hub>(nodes: Nodes<H>, ns: String) -> Result<(),
         )
         .await?;
     }
+    // Listed on every node: bob on node 2, alice on nodes 0 and 1.
+    let bob = Principal::new(user(&ns, "bob")).with_groups([user(&ns, "org")]);
+    let on_c = subscribe(&*nodes[2], &bob, 8).await?;
+    for (i, node) in nodes.iter().enumerate() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = members_of(&**node, &group, None, 10).await?;
+            if listed == [(user(&ns, "alice"), 2), (user(&ns, "bob"), 1)] {
+                break;
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "node {i} lists the org's members as {listed:?} after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    drop(on_c);
     drop(on_a);
     presence_becomes(
         &*nodes[2],

@@ -1,6 +1,7 @@
 // The notifications app in headless Chromium: two users in two browser
 // contexts, live delivery without polling, tabs in sync, a server restart
-// with replay, logout, org announcements and presence, and the shared
+// with replay, logout, org announcements and presence (who of the org is
+// online, listed), and the shared
 // client (clients/js): ten tabs on one stream, the leading tab closed
 // mid-burst, a tab back from another page. Faults between browser and
 // server (and the polling fallback): adversity.test.mjs.
@@ -142,10 +143,20 @@ test('a member of an org who was offline sees its announcement once back; other 
   // Frank, of another org, sees his own org's (empty) panel, never acme's.
   assert.equal(await pages.frank.textContent('#org-name'), 'globex')
   assert.equal(await pages.frank.locator('#announcements li').count(), 0)
+  // Who of acme is online, listed on the page and by the API; never globex's.
+  await erin.waitForSelector('#members li[data-user="dana"][data-streams="1"]', {timeout: 5000})
+  await erin.waitForSelector('#members li[data-user="erin"]', {timeout: 5000})
+  const members = await erin.evaluate(async () => (await fetch('/api/presence?org=acme')).json())
+  assert.deepEqual(members, [{user: 'dana', streams: 1}, {user: 'erin', streams: 1}])
+  assert.equal(await pages.frank.locator('#members li[data-user="dana"]').count(), 0)
+  const foreign = await pages.frank.evaluate(async () => (await fetch('/api/presence?org=acme')).status)
+  assert.equal(foreign, 404)
   // The sender's dot says she is online, and goes grey when her only tab closes.
   await erin.waitForSelector(`${announced} .presence[data-online="true"]`, {state: "attached", timeout: 5000})
   await pages.dana.context().close()
   await erin.waitForSelector(`${announced} .presence[data-online="false"]`, {state: "attached", timeout: 5000})
+  // And leaves the list.
+  await erin.waitForSelector('#members li[data-user="dana"]', {state: 'detached', timeout: 5000})
   await shot(erin, '6-sender-went-offline')
   for (const page of [pages.erin, pages.frank]) await page.context().close()
 })

@@ -129,6 +129,31 @@ function lookUpPresence(user) {
 // Joins and leaves missed while disconnected: ask again for every sender.
 function refreshPresence() {
   for (const user of new Set([...state.announcements.values()].map((a) => a.from))) lookUpPresence(user)
+  refreshMembers()
+}
+
+// Who of the org is online, with their tabs: listed on (re)connect and
+// again whenever a member's first tab opens or last one closes.
+let membersAsked = null
+function refreshMembers() {
+  if (!state.org) return
+  const org = state.org
+  const asked = api('GET', `/api/presence?org=${encodeURIComponent(org)}`)
+  membersAsked = asked
+  asked
+    .then((members) => {
+      if (membersAsked !== asked || state.org !== org) return
+      $('members').replaceChildren(
+        ...members.map(({user, streams}) => {
+          const item = document.createElement('li')
+          item.dataset.user = user
+          item.dataset.streams = String(streams)
+          item.textContent = `${user} (${streams} ${streams === 1 ? 'tab' : 'tabs'})`
+          return item
+        }),
+      )
+    })
+    .catch((e) => console.warn('[notifications]', e.message))
 }
 
 function renderItem(notification) {
@@ -267,6 +292,7 @@ function connect() {
   client.on('presence', (event) => {
     const {user, online} = event.json()
     setPresence(user, online)
+    refreshMembers()
   })
   // History is gone: refetch; the client resumes from the id the reset carries.
   client.on('reset', () => loadAll().catch((e) => console.warn('[notifications]', e.message)))
@@ -294,6 +320,8 @@ function startApp(user, org) {
   $('whoami').textContent = org ? `${user} @ ${org}` : user
   $('announcements-panel').hidden = !org
   $('org-name').textContent = org || ''
+  for (const name of document.querySelectorAll('.org-name')) name.textContent = org || ''
+  $('members').replaceChildren()
   $('login-view').hidden = true
   $('app-view').hidden = false
   $('account').hidden = false

@@ -396,6 +396,29 @@ async fn presence_says_who_is_online_and_members_hear_joins_and_leaves() {
         presence("erin").await,
         (200, json!({"user": "erin", "online": true, "streams": 2}))
     );
+    // Who of acme is online, with their streams; only acme's members ask.
+    let members = app
+        .json("GET", "/api/presence?org=acme", Some(&erin), None)
+        .await;
+    assert_eq!(
+        members,
+        (
+            200,
+            json!([{"user": "dana", "streams": 1}, {"user": "erin", "streams": 2}])
+        )
+    );
+    let (status, body) = app
+        .json("GET", "/api/presence?org=acme", Some(&frank), None)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    for bad in [
+        "/api/presence?org=Bad%20Org",
+        "/api/presence",
+        "/api/presence?org=acme&user=erin",
+    ] {
+        let (status, body) = app.json("GET", bad, Some(&dana), None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
     drop(first);
     drop(second);
     let left = dana_live.next_event(WAIT).await.unwrap();
@@ -404,6 +427,10 @@ async fn presence_says_who_is_online_and_members_hear_joins_and_leaves() {
         ("presence", json!({"user": "erin", "online": false}))
     );
     assert_eq!(presence("erin").await.1["online"], false);
+    let members = app
+        .json("GET", "/api/presence?org=acme", Some(&dana), None)
+        .await;
+    assert_eq!(members, (200, json!([{"user": "dana", "streams": 1}])));
     // Another org hears nothing of acme's members.
     let heard = frank_live.next_event(Duration::from_millis(300)).await;
     assert!(

@@ -74,7 +74,7 @@ pub use auth::{
 };
 pub use event::{Event, EventBuilder, EventError, MAX_CONFLATION_KEY_LEN};
 pub use http;
-pub use hub::{Hub, HubError, HubStats, InMemoryHub, Presence, RecvError, Subscription};
+pub use hub::{Hub, HubError, HubStats, InMemoryHub, Member, Presence, RecvError, Subscription};
 pub use id::{ConnectionId, GroupId, NotificationId, SessionId, Topic, UserId};
 pub use log::{Cursor, EventLog, InMemoryLog, Retention};
 pub use notifier::{Notifier, NotifyError};

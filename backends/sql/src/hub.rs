@@ -278,6 +278,17 @@ impl Hub for PostgresHub {
     async fn presence(&self, audience: &Audience) -> Result<Presence, HubError> {
         self.hub.presence(audience).await
     }
+
+    /// Who is online in `audience`, on every node: this node's streams and
+    /// the others' as last announced (see [`presence`](Self::presence)).
+    async fn members(
+        &self,
+        audience: &Audience,
+        after: Option<&sse_core::UserId>,
+        limit: usize,
+    ) -> Result<Vec<sse_core::Member>, HubError> {
+        Hub::members(&self.hub, audience, after, limit).await
+    }
 }
 
 /// How the transport's listener runs.

@@ -15,7 +15,7 @@ use super::presence::{Announcement, Book};
 use super::transport::{Link, Route, Transport, TransportError};
 use super::wire::Envelope;
 use crate::{
-    Audience, Event, EventLog, Hub, HubError, HubStats, InMemoryHub, Presence, Principal,
+    Audience, Event, EventLog, Hub, HubError, HubStats, InMemoryHub, Member, Presence, Principal,
     Subscription, UserId,
 };
 
@@ -434,6 +434,24 @@ impl<T: Transport> Hub for ClusterHub<T> {
                 local + self.inner.core.book.remote_count(other),
             )),
         }
+    }
+
+    /// [`members`](ClusterHub::members), one page: this node's exact
+    /// streams plus every other live node's as last announced.
+    async fn members(
+        &self,
+        audience: &Audience,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<Member>, HubError> {
+        if matches!(audience, Audience::Connection(_)) {
+            return Err(HubError::Unsupported("members of a connection"));
+        }
+        Ok(crate::hub::members_page(
+            self.members(audience),
+            after,
+            limit,
+        ))
     }
 }
 

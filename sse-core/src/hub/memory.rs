@@ -1,3 +1,4 @@
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,8 @@ use async_trait::async_trait;
 use super::ring::{Ring, RingReader};
 use super::sequencer::{CatchUp, Sequencer, Sink};
 use super::{
-    Hub, HubError, HubStats, Presence, SendOutcome, Subscription, SubscriptionSender, channel,
+    Hub, HubError, HubStats, Member, Presence, SendOutcome, Subscription, SubscriptionSender,
+    channel,
 };
 use crate::sharded::Sharded;
 use crate::{
@@ -377,6 +379,57 @@ impl InMemoryHub {
         streams as u64
     }
 
+    /// This node's users with streams in `audience`, and how many: the
+    /// audience's connections matched against the user index. It scans
+    /// every user with a stream here (for a group, a topic or a session),
+    /// as a listing of who is online must.
+    pub fn local_members(&self, audience: &Audience) -> BTreeMap<UserId, u64> {
+        let index = &self.index;
+        let mut members = BTreeMap::new();
+        let ids = |senders: Option<&Senders>| -> HashSet<ConnectionId> {
+            senders.map_or_else(HashSet::new, |s| {
+                s.as_slice().iter().map(SubscriptionSender::id).collect()
+            })
+        };
+        let of = match audience {
+            Audience::User(user) => {
+                let streams = index
+                    .users
+                    .read(user)
+                    .get(user)
+                    .map_or(0, |s| s.as_slice().len());
+                if streams > 0 {
+                    members.insert(user.clone(), streams as u64);
+                }
+                return members;
+            }
+            Audience::Everyone => None,
+            Audience::Session(key) => Some(ids(index.sessions.read(key).get(key))),
+            Audience::Group(key) => Some(ids(index.groups.read(key).get(key))),
+            Audience::Topic(key) => Some(ids(index.topics.read(key).get(key))),
+            Audience::Connection(_) => return members,
+        };
+        if of.as_ref().is_some_and(HashSet::is_empty) {
+            return members;
+        }
+        index.users.for_each_shard(|shard| {
+            for (user, senders) in shard {
+                let streams = match &of {
+                    None => senders.as_slice().len(),
+                    Some(ids) => senders
+                        .as_slice()
+                        .iter()
+                        .filter(|sender| ids.contains(&sender.id()))
+                        .count(),
+                };
+                if streams > 0 {
+                    members.insert(user.clone(), streams as u64);
+                }
+            }
+        });
+        members
+    }
+
     /// Subscriptions currently registered.
     pub fn subscriptions(&self) -> usize {
         self.index.connections.len()
@@ -419,6 +472,19 @@ impl Hub for InMemoryHub {
 
     async fn presence(&self, audience: &Audience) -> Result<Presence, HubError> {
         Ok(Presence::new(self.local_presence(audience)))
+    }
+
+    async fn members(
+        &self,
+        audience: &Audience,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<Member>, HubError> {
+        Ok(super::members_page(
+            self.local_members(audience),
+            after,
+            limit,
+        ))
     }
 
     fn stats(&self) -> HubStats {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Audience, Event, EventLog, Principal};
+use crate::{Audience, Event, EventLog, Principal, UserId};
 
 mod memory;
 mod ring;
@@ -150,6 +150,46 @@ pub trait Hub: Send + Sync + 'static {
         Err(HubError::Unsupported("presence"))
     }
 
+    /// Who is online in `audience`: each user with a stream open in it
+    /// (a group's members, a topic's readers, a session's user, everyone)
+    /// and how many, on every node, counted as [`presence`](Hub::presence)
+    /// counts. In user id order, at most `limit`, after the user `after`
+    /// (the last of the previous page; `None` for the first).
+    ///
+    /// Answered from memory on every hub we ship, with what other nodes
+    /// last announced (within their presence flush). The default answers
+    /// [`HubError::Unsupported`].
+    ///
+    /// ```
+    /// use sse_core::{Audience, Hub, InMemoryHub, Principal};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sse_core::HubError> {
+    /// let hub = InMemoryHub::new();
+    /// let acme = |user: &str| Principal::new(user).with_groups(["acme"]);
+    /// let streams = [
+    ///     hub.subscribe(&acme("bob"), 8).await?,
+    ///     hub.subscribe(&acme("alice"), 8).await?,
+    ///     hub.subscribe(&acme("alice"), 8).await?,
+    ///     hub.subscribe(&Principal::new("eve"), 8).await?,
+    /// ];
+    /// let online = hub.members(&Audience::group("acme"), None, 10).await?;
+    /// let listed: Vec<(&str, u64)> = online.iter().map(|m| (m.user.as_str(), m.streams)).collect();
+    /// assert_eq!(listed, [("alice", 2), ("bob", 1)]);
+    /// // Paged: after alice, one at most.
+    /// let next = hub.members(&Audience::group("acme"), Some(&"alice".into()), 1).await?;
+    /// assert_eq!(next[0].user.as_str(), "bob");
+    /// # drop(streams); Ok(()) }
+    /// ```
+    async fn members(
+        &self,
+        audience: &Audience,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<Member>, HubError> {
+        let _ = (audience, after, limit);
+        Err(HubError::Unsupported("members"))
+    }
+
     /// Gives the hub the log its durable events come from, so that a
     /// position that never arrives live is read from it (see
     /// [`InMemoryHub::gap_wait`]). [`Notifier::new`](crate::Notifier::new)
@@ -180,6 +220,15 @@ impl<H: Hub + ?Sized> Hub for Arc<H> {
 
     async fn presence(&self, audience: &Audience) -> Result<Presence, HubError> {
         (**self).presence(audience).await
+    }
+
+    async fn members(
+        &self,
+        audience: &Audience,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<Member>, HubError> {
+        (**self).members(audience, after, limit).await
     }
 
     fn attach_log(&self, log: Arc<dyn EventLog>) {
@@ -220,6 +269,40 @@ impl Presence {
     pub fn is_online(&self) -> bool {
         self.streams > 0
     }
+}
+
+/// An online user of an audience and their open streams in it; see
+/// [`Hub::members`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Member {
+    /// The user.
+    pub user: UserId,
+    /// Their open streams (tabs) in the audience, on every node.
+    pub streams: u64,
+}
+
+impl Member {
+    /// `user` with `streams` open streams.
+    pub fn new(user: UserId, streams: u64) -> Self {
+        Self { user, streams }
+    }
+}
+
+/// One page of `members` (user id order): at most `limit` after `after`.
+pub(crate) fn members_page(
+    members: std::collections::BTreeMap<UserId, u64>,
+    after: Option<&UserId>,
+    limit: usize,
+) -> Vec<Member> {
+    use std::ops::Bound;
+    let start = after.map_or(Bound::Unbounded, |after| Bound::Excluded(after.clone()));
+    members
+        .range((start, Bound::Unbounded))
+        .filter(|(_, streams)| **streams > 0)
+        .take(limit)
+        .map(|(user, streams)| Member::new(user.clone(), *streams))
+        .collect()
 }
 
 /// Why a hub operation failed.

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sse_axum::{ApiError, Authenticated, Json, Notify, SseService};
 use sse_core::{
-    Audience, Event, NewNotification, NotificationId, NotificationStore, Notifier, NotifyError,
-    PageRequest, Principal, StoreError, Timestamp, UserId,
+    Audience, Event, GroupId, NewNotification, NotificationId, NotificationStore, Notifier,
+    NotifyError, PageRequest, Principal, StoreError, Timestamp, UserId,
 };
 
 use crate::config::Metrics;
@@ -238,23 +238,58 @@ pub(crate) async fn session(Authenticated(principal): Authenticated) -> Json<ser
 
 #[derive(Deserialize)]
 pub(crate) struct PresenceQuery {
-    user: String,
+    user: Option<String>,
+    org: Option<String>,
 }
+
+/// How many online members `GET /api/presence?org=` lists at most.
+const MAX_MEMBERS_LISTED: usize = 1_000;
 
 /// `GET /api/presence?user=NAME`: whether `NAME` has a stream open, on any
 /// node, and how many. Only about yourself and users who share an org with
 /// you: anyone else is `404`, the same answer as for a name nobody uses,
 /// so presence tells nothing across orgs.
+///
+/// `GET /api/presence?org=ORG`: the org's online members, each with its
+/// open streams (`[{"user": "alice", "streams": 2}, …]`, by name, at most
+/// 1,000), on every node. Only for members of `ORG` (`404` otherwise).
 pub(crate) async fn presence(
     Authenticated(principal): Authenticated,
     State(sessions): State<Sessions>,
     Notify(notifier): Notify,
     AppQuery(query): AppQuery<PresenceQuery>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    if !valid_name(&query.user) {
+    let user = match (query.user, query.org) {
+        (Some(user), None) => user,
+        (None, Some(org)) => {
+            if !valid_name(&org) {
+                return Err(ApiError::bad_request(
+                    "org must be 1 to 64 characters of a-z, 0-9, _ and -",
+                )
+                .into());
+            }
+            let org = GroupId::from(org.as_str());
+            if !principal.groups().contains(&org) {
+                return Err(ApiError::not_found("no org by that name of yours").into());
+            }
+            let members = notifier
+                .hub()
+                .members(&Audience::Group(org), None, MAX_MEMBERS_LISTED)
+                .await?;
+            return Ok(Json(serde_json::to_value(members).unwrap_or_default()));
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "ask about one user (?user=NAME) or your org (?org=ORG)",
+            )
+            .into());
+        }
+    };
+    if !valid_name(&user) {
         return Err(invalid_user().into());
     }
-    let user = UserId::from(query.user.as_str());
+    let name = user;
+    let user = UserId::from(name.as_str());
     if &user != principal.user() {
         let theirs = sessions.of_user(&user).await?;
         let shared = theirs
@@ -267,7 +302,7 @@ pub(crate) async fn presence(
     }
     let presence = notifier.hub().presence(&Audience::User(user)).await?;
     Ok(Json(serde_json::json!({
-        "user": query.user,
+        "user": name,
         "online": presence.is_online(),
         "streams": presence.streams,
     })))
