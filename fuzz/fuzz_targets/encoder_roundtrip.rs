@@ -79,6 +79,9 @@ fuzz_target!(|input: Input| {
         Err(EventError::InvalidEventName(_)) => {
             assert!(input.event.unwrap().contains(['\r', '\n']))
         }
+        Err(EventError::ReservedEventName(name)) => {
+            assert_eq!(input.event.as_deref(), Some(name))
+        }
         Err(EventError::Empty) => {
             assert!(input.id.is_none() && input.data.is_none() && input.comment.is_none())
         }
